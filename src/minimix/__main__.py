@@ -1,0 +1,5 @@
+import sys
+
+from minimix.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The runtime: sessions, routing, hooks and the extension base. It knows no XEPs."""

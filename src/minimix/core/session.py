@@ -1,0 +1,167 @@
+"""Client sessions (one bound resource each) and the registry that finds them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
+
+from minimix.protocol.jid import JID
+from minimix.protocol.stanza import StreamError
+from minimix.protocol.xml import Element, escape_attr, serialize
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Link(Protocol):
+    """What a session needs from its connection: write stanzas, close."""
+
+    framed: bool
+
+    def write_element(self, el: Element) -> None: ...
+
+    def write_text(self, text: str, el: Element | None) -> None: ...
+
+    def close(self, error: StreamError | None = None) -> None: ...
+
+
+class Prepared:
+    """A stanza serialized once for fan-out: the per-recipient ``to`` is spliced in.
+
+    ``for_recipient`` costs one string concatenation, not a tree copy or a serialization.
+    """
+
+    __slots__ = ("_cut", "_text", "element")
+
+    def __init__(self, el: Element) -> None:
+        self.element = el
+        if "to" in el.attrib:
+            attrs = dict(el.attrib)
+            del attrs["to"]
+            bare = Element(el.tag, attrs)
+            bare.text = el.text
+            bare.extend(list(el))
+            el_no_to = bare
+        else:
+            el_no_to = el
+        self._text = serialize(el_no_to)
+        self._cut = (
+            self._text.index(" ")
+            if " " in self._text.split(">", 1)[0]
+            else (len(self._text.split(">", 1)[0].rstrip("/")))
+        )
+
+    def for_recipient(self, to: str, framed: bool = False) -> str:
+        cut = self._cut
+        xmlns = ' xmlns="jabber:client"' if framed else ""
+        return f'{self._text[:cut]}{xmlns} to="{escape_attr(to)}"{self._text[cut:]}'
+
+
+class Session:
+    """One bound client: a full JID on one connection."""
+
+    def __init__(self, jid: JID, link: Link, stream_id: str) -> None:
+        self.jid = jid
+        self.account = jid.bare
+        self.link = link
+        self.stream_id = stream_id
+        self.priority = 0
+        self.presence: Element | None = None  # last broadcast available presence
+        self.interested = False  # has requested the roster
+        self.directed: set[JID] = set()
+        self.closed = False
+        self.hibernating = False
+        self.started = time.monotonic()
+        self._slots: dict[type, Any] = {}
+        # Filters see every stanza on its way to the client; returning None holds it back.
+        self.send_filters: list[Callable[[Element], Element | None]] = []
+
+    @property
+    def available(self) -> bool:
+        return self.presence is not None
+
+    def slot(self, owner: type[T], factory: Callable[[], T]) -> T:
+        """Per-session state owned by one extension, created on first use."""
+        v = self._slots.get(owner)
+        if v is None:
+            v = factory()
+            self._slots[owner] = v
+        return v  # type: ignore[no-any-return]
+
+    def peek_slot(self, owner: type[T]) -> T | None:
+        return self._slots.get(owner)
+
+    def send(self, el: Element) -> None:
+        if self.closed:
+            return
+        for f in self.send_filters:
+            out = f(el)
+            if out is None:
+                return
+            el = out
+        self.link.write_element(el)
+
+    def send_prepared(self, prepared: Prepared) -> None:
+        """Deliver a fan-out stanza: spliced text, no re-serialization (filters still apply)."""
+        if self.closed:
+            return
+        if self.send_filters:
+            el = prepared.element
+            for f in self.send_filters:
+                out = f(el)
+                if out is None:
+                    return
+                if out is not el:
+                    self.link.write_element(out)
+                    return
+        text = prepared.for_recipient(str(self.jid), self.link.framed)
+        self.link.write_text(text, prepared.element)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.jid}>"
+
+
+class SessionRegistry:
+    def __init__(self) -> None:
+        self._by_account: dict[JID, dict[str, Session]] = {}
+        self._by_stream: dict[str, Session] = {}
+
+    def add(self, session: Session) -> Session | None:
+        """Register; returns the session that held the same full JID, if any."""
+        resources = self._by_account.setdefault(session.account, {})
+        old = resources.get(session.jid.resource)
+        resources[session.jid.resource] = session
+        self._by_stream[session.stream_id] = session
+        return old
+
+    def remove(self, session: Session) -> None:
+        resources = self._by_account.get(session.account)
+        if resources and resources.get(session.jid.resource) is session:
+            del resources[session.jid.resource]
+            if not resources:
+                del self._by_account[session.account]
+        if self._by_stream.get(session.stream_id) is session:
+            del self._by_stream[session.stream_id]
+
+    def get(self, full: JID) -> Session | None:
+        resources = self._by_account.get(full.bare)
+        return resources.get(full.resource) if resources else None
+
+    def of_account(self, bare: JID) -> list[Session]:
+        resources = self._by_account.get(bare)
+        return list(resources.values()) if resources else []
+
+    def by_stream_id(self, stream_id: str) -> Session | None:
+        return self._by_stream.get(stream_id)
+
+    def accounts(self) -> Iterator[JID]:
+        return iter(list(self._by_account))
+
+    def __iter__(self) -> Iterator[Session]:
+        for resources in list(self._by_account.values()):
+            yield from list(resources.values())
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._by_account.values())

@@ -1,0 +1,1 @@
+"""Pure protocol code: JIDs, XML elements, parser, serializer, stanza views. No asyncio here."""

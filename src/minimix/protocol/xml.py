@@ -1,0 +1,366 @@
+"""XML elements, the restricted incremental stream parser, and the serializer.
+
+Elements are :class:`xml.etree.ElementTree.Element` objects with Clark-notation tags
+(``{namespace}local``). The parser is fed bytes and yields complete top-level elements; it
+refuses what RFC 6120 §11.1 forbids (DTDs, entity declarations, comments, processing
+instructions) and enforces a stanza size and nesting depth limit.
+"""
+
+from __future__ import annotations
+
+import pyexpat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element, SubElement, TreeBuilder
+
+from minimix.protocol import ns
+
+__all__ = [
+    "Element",
+    "ParseError",
+    "StreamParser",
+    "SubElement",
+    "child",
+    "children",
+    "element",
+    "escape_attr",
+    "escape_text",
+    "local_name",
+    "namespace",
+    "serialize",
+    "tag",
+]
+
+
+class ParseError(Exception):
+    """The input violates XML or XMPP's restricted XML. ``condition`` is a stream error."""
+
+    def __init__(self, condition: str, text: str = "") -> None:
+        super().__init__(text or condition)
+        self.condition = condition
+        self.text = text
+
+
+def tag(namespace_uri: str, name: str) -> str:
+    return f"{{{namespace_uri}}}{name}"
+
+
+def namespace(el: Element) -> str:
+    t = el.tag
+    if t[0] == "{":
+        return t[1 : t.index("}")]
+    return ""
+
+
+def local_name(el: Element) -> str:
+    t = el.tag
+    return t[t.index("}") + 1 :] if t[0] == "{" else t
+
+
+def element(
+    namespace_uri: str,
+    name: str,
+    attrs: dict[str, str] | None = None,
+    text: str | None = None,
+    kids: Iterable[Element] = (),
+) -> Element:
+    el = Element(f"{{{namespace_uri}}}{name}", attrs or {})
+    if text is not None:
+        el.text = text
+    el.extend(kids)
+    return el
+
+
+def child(el: Element, namespace_uri: str, name: str) -> Element | None:
+    return el.find(f"{{{namespace_uri}}}{name}")
+
+
+def children(el: Element, namespace_uri: str, name: str) -> list[Element]:
+    return el.findall(f"{{{namespace_uri}}}{name}")
+
+
+# --------------------------------------------------------------------------- serializer
+
+_TEXT_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_ATTR_ESC = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;", "\n": "&#10;"}
+)
+_XML_PREFIX = "{" + ns.XML + "}"
+
+
+def escape_text(s: str) -> str:
+    return s.translate(_TEXT_ESC)
+
+
+def escape_attr(s: str) -> str:
+    return s.translate(_ATTR_ESC)
+
+
+def _attr_name(name: str, out_decls: list[str], counter: list[int]) -> str:
+    if name[0] != "{":
+        return name
+    if name.startswith(_XML_PREFIX):
+        return "xml:" + name[len(_XML_PREFIX) :]
+    uri, local = name[1:].split("}", 1)
+    counter[0] += 1
+    prefix = f"ns{counter[0]}"
+    out_decls.append(f' xmlns:{prefix}="{escape_attr(uri)}"')
+    return f"{prefix}:{local}"
+
+
+def _write(el: Element, parent_ns: str, out: list[str]) -> None:
+    t = el.tag
+    if t[0] == "{":
+        close = t.index("}")
+        uri, name = t[1:close], t[close + 1 :]
+    else:
+        uri, name = "", t
+    out.append("<" + name)
+    if uri != parent_ns:
+        out.append(f' xmlns="{escape_attr(uri)}"')
+    attrib = el.attrib
+    if attrib:
+        decls: list[str] = []
+        counter = [0]
+        for k, v in attrib.items():
+            out.append(f' {_attr_name(k, decls, counter)}="{v.translate(_ATTR_ESC)}"')
+        out.extend(decls)
+    text = el.text
+    if len(el) == 0 and not text:
+        out.append("/>")
+    else:
+        out.append(">")
+        if text:
+            out.append(text.translate(_TEXT_ESC))
+        for sub in el:
+            _write(sub, uri, out)
+            if sub.tail:
+                out.append(sub.tail.translate(_TEXT_ESC))
+        out.append(f"</{name}>")
+
+
+def serialize(el: Element, parent_ns: str = ns.CLIENT) -> str:
+    """Serialize ``el`` as it appears inside a stream whose default namespace is ``parent_ns``.
+
+    Top-level stanzas in any of the stanza namespaces are written in the stream's own default
+    namespace, so a stanza routed from a component stream to a client stream needs no rewriting.
+    Pass ``parent_ns=""`` for a self-contained element (WebSocket framing).
+    """
+    out: list[str] = []
+    t = el.tag
+    if parent_ns and (
+        t.startswith("{jabber:client}")
+        or t.startswith("{jabber:server}")
+        or t.startswith("{jabber:component:accept}")
+    ):
+        el = _renamespaced(el, parent_ns)
+    _write(el, parent_ns, out)
+    return "".join(out)
+
+
+def inner_xml(el: Element) -> str:
+    """Serialize the children and text of ``el`` (its content, without its own tag)."""
+    out: list[str] = []
+    uri = namespace(el)
+    if el.text:
+        out.append(el.text.translate(_TEXT_ESC))
+    for sub in el:
+        _write(sub, uri, out)
+        if sub.tail:
+            out.append(sub.tail.translate(_TEXT_ESC))
+    return "".join(out)
+
+
+def _renamespaced(el: Element, target_ns: str) -> Element:
+    name = local_name(el)
+    new_tag = f"{{{target_ns}}}{name}"
+    if el.tag == new_tag:
+        return el
+    shallow = Element(new_tag, el.attrib)
+    shallow.text = el.text
+    shallow.extend(list(el))
+    return shallow
+
+
+# --------------------------------------------------------------------------- parser
+
+
+@dataclass(slots=True)
+class StreamHeader:
+    """The opening tag of a stream (``<stream:stream>`` or WebSocket ``<open/>``)."""
+
+    tag: str
+    attrs: dict[str, str]
+
+
+class StreamParser:
+    """Incremental parser for an XMPP stream: feed bytes, iterate over events.
+
+    Events are :class:`StreamHeader` for the stream root, :class:`Element` for each complete
+    top-level child, and ``None`` once the stream root is closed. Errors raise
+    :class:`ParseError` with the stream error condition to send.
+
+    ``framed=True`` parses WebSocket framing (RFC 7395), where every frame is a document of its
+    own: the caller calls :meth:`reset` before each frame.
+    """
+
+    def __init__(
+        self, max_stanza_size: int = 262144, max_depth: int = 64, framed: bool = False
+    ) -> None:
+        self.max_stanza_size = max_stanza_size
+        self.max_depth = max_depth
+        self.framed = framed
+        self._events: list[StreamHeader | Element | None] = []
+        self._names: dict[str, str] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a fresh document (after STARTTLS or SASL success, or per WebSocket frame)."""
+        p = pyexpat.ParserCreate("UTF-8", " ")
+        p.buffer_text = True
+        p.ordered_attributes = False
+        p.specified_attributes = True
+        if hasattr(p, "SetReparseDeferralEnabled"):
+            p.SetReparseDeferralEnabled(False)
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._data
+        p.StartDoctypeDeclHandler = self._refuse_doctype
+        p.EntityDeclHandler = self._refuse_entity
+        p.CommentHandler = self._refuse_comment
+        p.ProcessingInstructionHandler = self._refuse_pi
+        p.ExternalEntityRefHandler = self._refuse_external
+        p.SkippedEntityHandler = self._refuse_skipped
+        p.DefaultHandler = self._default
+        p.StartNamespaceDeclHandler = self._namespace_declared
+        self._default_ns = ""
+        self._parser = p
+        self._depth = 0
+        self._builder: TreeBuilder | None = None
+        self._pending = 0
+        self._closed = False
+
+    # expat callbacks ------------------------------------------------------
+    def _fix(self, name: str) -> str:
+        fixed = self._names.get(name)
+        if fixed is None:
+            if " " in name:
+                uri, local = name.split(" ", 1)
+                fixed = f"{{{uri}}}{local}"
+            else:
+                fixed = name
+            if len(self._names) < 4096:
+                self._names[name] = fixed
+        return fixed
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        self._depth += 1
+        if attrs:
+            attrs = {(self._fix(k) if " " in k else k): v for k, v in attrs.items()}
+        t = self._fix(name)
+        if self._depth == 1 and not self.framed:
+            attrs["xmlns"] = self._default_ns
+            self._events.append(StreamHeader(t, attrs))
+            return
+        if self._depth > self.max_depth:
+            raise ParseError("policy-violation", "nesting too deep")
+        if self._builder is None:
+            self._builder = TreeBuilder()
+        self._builder.start(t, attrs)
+
+    def _end(self, name: str) -> None:
+        self._depth -= 1
+        if self._depth == 0 and not self.framed:
+            self._closed = True
+            self._events.append(None)
+            return
+        b = self._builder
+        assert b is not None
+        b.end(self._fix(name))
+        if self._depth == (0 if self.framed else 1):
+            self._events.append(b.close())
+            self._builder = None
+            self._pending = 0
+
+    def _data(self, text: str) -> None:
+        if self._builder is not None:
+            self._builder.data(text)
+        elif text.strip():
+            raise ParseError("bad-format", "text at stream level")
+
+    def _namespace_declared(self, prefix: str | None, uri: str) -> None:
+        if not prefix and self._depth == 0:
+            self._default_ns = uri
+
+    def _refuse_doctype(self, *args: object) -> None:
+        raise ParseError("restricted-xml", "DTDs are not allowed")
+
+    def _refuse_entity(self, *args: object) -> None:
+        raise ParseError("restricted-xml", "entity declarations are not allowed")
+
+    def _refuse_comment(self, *args: object) -> None:
+        raise ParseError("restricted-xml", "comments are not allowed")
+
+    def _refuse_pi(self, *args: object) -> None:
+        raise ParseError("restricted-xml", "processing instructions are not allowed")
+
+    def _refuse_external(self, *args: object) -> int:
+        raise ParseError("restricted-xml", "external entities are not allowed")
+
+    def _refuse_skipped(self, *args: object) -> None:
+        raise ParseError("restricted-xml", "undefined entity")
+
+    def _default(self, data: str) -> None:
+        # Reached for the XML declaration and for stray markup expat hands over unparsed.
+        if data.startswith("<!"):
+            raise ParseError("restricted-xml", "markup declarations are not allowed")
+
+    # public ------------------------------------------------------------------
+    def feed(self, data: bytes) -> Iterator[StreamHeader | Element | None]:
+        """Feed bytes; yield every event they complete."""
+        if self._closed:
+            if data.strip():
+                raise ParseError("not-well-formed", "data after stream end")
+            return
+        self._pending += len(data)
+        if self._pending > self.max_stanza_size:
+            raise ParseError("policy-violation", "stanza too large")
+        try:
+            self._parser.Parse(data, False)
+        except pyexpat.ExpatError as exc:
+            raise ParseError("not-well-formed", str(exc)) from None
+        except RecursionError:
+            raise ParseError("policy-violation", "nesting too deep") from None
+        if self._pending > self.max_stanza_size:
+            raise ParseError("policy-violation", "stanza too large")
+        events = self._events
+        if events:
+            self._events = []
+            yield from events
+
+    def feed_frame(self, data: bytes) -> Element:
+        """Parse one complete WebSocket frame (a self-contained document) into an element."""
+        self.reset()
+        if len(data) > self.max_stanza_size:
+            raise ParseError("policy-violation", "stanza too large")
+        try:
+            self._parser.Parse(data, True)
+        except pyexpat.ExpatError as exc:
+            raise ParseError("not-well-formed", str(exc)) from None
+        events, self._events = self._events, []
+        if len(events) != 1 or not isinstance(events[0], Element):
+            raise ParseError("not-well-formed", "a frame must hold exactly one element")
+        return events[0]
+
+
+def parse_element(text: str | bytes, max_size: int = 1 << 24) -> Element:
+    """Parse one serialized element (as stored by the server) back into a tree.
+
+    Unqualified top-level elements are read in ``jabber:client``.
+    """
+    data = text.encode() if isinstance(text, str) else text
+    parser = StreamParser(max_size + 64, 256)
+    for ev in parser.feed(b"<s xmlns='jabber:client'>" + data + b"</s>"):
+        if isinstance(ev, Element):
+            return ev
+    raise ParseError("not-well-formed", "no element")

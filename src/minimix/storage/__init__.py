@@ -1,0 +1,1 @@
+"""Storage: small typed interfaces per need, one SQL implementation (SQLite by default)."""

@@ -1,0 +1,150 @@
+"""The SQL database: SQLite (embedded, the default) behind a tiny engine interface.
+
+Statements use ``?`` placeholders. Migrations are numbered ``NNNN_name.sql`` files in
+``storage/migrations``; each runs once, in order, inside a transaction. Calls are synchronous
+and short (WAL mode); the async store methods wrap them so a PostgreSQL engine can slot in.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Row = tuple[Any, ...]
+
+
+class StorageError(Exception):
+    """The database refused or failed an operation (disk full, locked, corrupt)."""
+
+
+class Database:
+    """One SQLite file. Thread-safe enough for the event loop plus the CLI."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.RLock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self.migrate()
+
+    # ------------------------------------------------------------------ migrations
+    def migrate(self) -> None:
+        with self._lock:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                "name TEXT NOT NULL)"
+            )
+            done = {r[0] for r in self._conn.execute("SELECT version FROM schema_migrations")}
+            folder = resources.files("minimix.storage") / "migrations"
+            files = sorted(
+                (f.name for f in folder.iterdir() if f.name.endswith(".sql")),
+                key=lambda n: int(n.split("_", 1)[0]),
+            )
+            for name in files:
+                version = int(name.split("_", 1)[0])
+                if version in done:
+                    continue
+                sql = (folder / name).read_text()
+                log.info("applying migration %s", name)
+                try:
+                    self._conn.execute("BEGIN")
+                    for statement in _split(sql):
+                        self._conn.execute(statement)
+                    self._conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                        (version, name),
+                    )
+                    self._conn.execute("COMMIT")
+                except Exception:
+                    self._conn.execute("ROLLBACK")
+                    raise
+
+    # ------------------------------------------------------------------ queries
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of rows changed."""
+        with self._lock:
+            try:
+                cur = self._conn.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise StorageError(str(exc)) from exc
+            return cur.rowcount
+
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run an INSERT; returns the new row id."""
+        with self._lock:
+            try:
+                cur = self._conn.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise StorageError(str(exc)) from exc
+            return int(cur.lastrowid or 0)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for many rows in a single transaction."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN")
+                self._conn.executemany(sql, rows)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise StorageError(str(exc)) from exc
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._lock:
+            try:
+                return list(self._conn.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise StorageError(str(exc)) from exc
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        with self._lock:
+            try:
+                row = self._conn.execute(sql, params).fetchone()
+            except sqlite3.Error as exc:
+                raise StorageError(str(exc)) from exc
+            return tuple(row) if row is not None else None
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class _Transaction:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __enter__(self) -> Database:
+        self.db._lock.acquire()
+        self.db._conn.execute("BEGIN")
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self.db._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self.db._lock.release()
+
+
+def _split(sql: str) -> list[str]:
+    lines = [ln for ln in sql.splitlines() if not ln.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip()]
