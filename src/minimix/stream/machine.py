@@ -59,7 +59,7 @@ class XmppStream:
     ) -> None:
         self.content_ns = content_ns
         self.framed = framed
-        self._parser = StreamParser(max_stanza_size, max_depth, framed=False)
+        self._parser = StreamParser(max_stanza_size, max_depth, framed=framed)
         self._out: list[str] = []
         self._opened_out = False
         self.closed = False
