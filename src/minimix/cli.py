@@ -201,11 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rooms":
             from minimix.operator import show_rooms
 
-            return show_rooms(config, args.account)
+            return int(show_rooms(config, args.account))
         if args.command == "demo":
             from minimix.demo import run_demo
 
-            return run_demo(config, args.keep)
+            return int(run_demo(config, args.keep))
     except (ConfigError, UsageError) as exc:
         print(f"minimix: {exc}", file=sys.stderr)
         return 2

@@ -143,6 +143,7 @@ class ClientConnection:
         self.session: Session | None = None
         self.sm: SmState | None = None
         self._scram: sasl.ScramServer | None = None
+        self._pending_user = ""
         self._inbox: deque[Any] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._rate = TokenBucket(limits.rate, limits.burst)
@@ -232,11 +233,11 @@ class ClientConnection:
         wait = self._rate.take(len(data))
         if wait > 0 and not self._closed:
             self.transport.pause_reading()
-            asyncio.get_running_loop().call_later(wait, self._resume)
+            asyncio.get_running_loop().call_later(wait, self._resume_reading)
         elif len(self._inbox) > 256:
             self.transport.pause_reading()
 
-    def _resume(self) -> None:
+    def _resume_reading(self) -> None:
         if not self._closed:
             self.transport.resume_reading()
 
@@ -392,7 +393,7 @@ class ClientConnection:
                         raise sasl.SaslFailure("temporary-auth-failure", "too many failures; wait")
                     creds = s.accounts.credentials(user, "SHA-256" if "256" in mech else "SHA-1")
                     cb = ("tls-server-end-point", binding) if binding is not None else None
-                    self._scram = sasl.ScramServer(mech, creds, cb)
+                    self._scram = sasl.ScramServer(mech, creds, cb, user)
                     out = self._scram.first(data)
                     self.stream.send(sasl.challenge(out))
                     self._flush()
@@ -413,7 +414,7 @@ class ClientConnection:
             self._scram = None
             if fail.condition in ("not-authorized", "temporary-auth-failure"):
                 s.auth_failures_ip.hit(ip)
-                user = getattr(self, "_pending_user", None)
+                user = self._pending_user
                 if user:
                     s.auth_failures_account.hit(user)
                 log.info("authentication failed from %s (%s)", ip, fail.condition)

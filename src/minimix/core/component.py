@@ -86,7 +86,7 @@ class ComponentConnection:
                     self.close(StreamError("conflict", "the component is already connected"))
                     return
                 self.authenticated = True
-                self.router.register_component(self)  # type: ignore[arg-type]
+                self.router.register_component(self)
                 self.stream.send_text("<handshake/>")
                 self._flush()
                 log.info("component %s connected", self.domain)
@@ -126,7 +126,7 @@ class ComponentConnection:
         if not self._closed:
             self._closed = True
             if self.authenticated:
-                self.router.unregister_component(self)  # type: ignore[arg-type]
+                self.router.unregister_component(self)
                 log.info("component %s disconnected", self.domain)
             self.transport.close()  # type: ignore[attr-defined]
 

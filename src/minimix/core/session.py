@@ -88,7 +88,7 @@ class Session:
         if v is None:
             v = factory()
             self._slots[owner] = v
-        return v  # type: ignore[no-any-return]
+        return v
 
     def peek_slot(self, owner: type[T]) -> T | None:
         return self._slots.get(owner)

@@ -21,6 +21,10 @@ _UNBLOCK = tag(ns.BLOCKING, "unblock")
 _ITEM = tag(ns.BLOCKING, "item")
 
 
+class BlocklistRequested:
+    """Session slot: the client asked for its block list, so it gets block/unblock pushes."""
+
+
 class Blocking(Extension):
     features = (ns.BLOCKING,)
 
@@ -70,7 +74,7 @@ class Blocking(Extension):
 
     async def get(self, iq: Element, origin: Any) -> Element | None:
         session = self._owner(iq, origin)
-        session.slot(Blocking, lambda: True)
+        session.slot(BlocklistRequested, BlocklistRequested)
         out = Element(_LIST)
         for j in sorted(self.blocked(session.account.local)):
             SubElement(out, _ITEM, {"jid": j})
@@ -114,7 +118,7 @@ class Blocking(Extension):
 
     def _push(self, account: JID, what: str, items: list[str]) -> None:
         for s in self.sessions.of_account(account):
-            if s.peek_slot(Blocking):
+            if s.peek_slot(BlocklistRequested) is not None:
                 iq = make("iq", to=s.jid, type_="set", id_=new_id())
                 el = SubElement(iq, tag(ns.BLOCKING, what))
                 for j in items:

@@ -56,7 +56,7 @@ class Disco(Extension):
             feats.extend(ext.features)
         return feats
 
-    def account_features(self) -> list[str]:
+    def account_feature_list(self) -> list[str]:
         feats: list[str] = [ns.DISCO_INFO, ns.DISCO_ITEMS]
         for ext in self.extensions:
             feats.extend(ext.account_features)
@@ -68,7 +68,7 @@ class Disco(Extension):
         if to.local:
             if not self.is_account(to.local):
                 raise StanzaError("service-unavailable")
-            return info_element([("account", "registered", "")], self.account_features(), node)
+            return info_element([("account", "registered", "")], self.account_feature_list(), node)
         if node:
             raise StanzaError("item-not-found")
         identities = [("server", "im", "minimix")]

@@ -202,9 +202,9 @@ class Roster(Extension):
                 if item.subscription in ("to", "both"):
                     probe = make("presence", to=item.contact, from_=account, type_="probe")
                     await self.router.route(probe, session)
-            for contact in self.documents.keys(user, _PENDING):
-                text = self.documents.get(user, _PENDING, contact)
-                req = make("presence", to=account, from_=contact, type_="subscribe")
+            for requester in self.documents.keys(user, _PENDING):
+                text = self.documents.get(user, _PENDING, requester)
+                req = make("presence", to=account, from_=requester, type_="subscribe")
                 if text:
                     req = _parse_stored(text) or req
                 session.send(req)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
+import os
 from dataclasses import dataclass
 
 import scramp
@@ -60,10 +62,21 @@ def make_credentials(password: str, hash_name: str) -> ScramCredentials:
     return ScramCredentials(salt, stored, server, iters)
 
 
+_FAKE_SECRET = os.urandom(32)
+
+
+def fake_credentials(username: str, hash_name: str) -> ScramCredentials:
+    """Keys for a user who does not exist: the same salt every time for the same name."""
+    h = "sha1" if hash_name == "SHA-1" else "sha256"
+    name = username.encode()
+    salt = hmac.new(_FAKE_SECRET, b"salt" + name, "sha256").digest()[:16]
+    stored = hmac.new(_FAKE_SECRET, b"stored" + name, h).digest()
+    server = hmac.new(_FAKE_SECRET, b"server" + name, h).digest()
+    return ScramCredentials(salt, stored, server, ITERATIONS)
+
+
 def check_password(password: str, creds: ScramCredentials, hash_name: str) -> bool:
     """Check a plaintext password (PLAIN) against stored SCRAM keys."""
-    import hmac
-
     h = "sha1" if hash_name == "SHA-1" else "sha256"
     salted = hashlib.pbkdf2_hmac(
         h, prepare_password(password).encode(), creds.salt, creds.iterations
@@ -144,13 +157,17 @@ class ScramServer:
         mechanism: str,
         creds: ScramCredentials | None,
         channel_binding: tuple[str, bytes] | None,
+        username: str = "",
     ) -> None:
+        """``creds`` is None for an unknown user: the exchange then runs to the end with
+        stable fake keys and fails, so a client cannot tell unknown users from wrong passwords.
+        """
         self.mechanism = mechanism
         plus = mechanism.endswith("-PLUS")
         mech = scramp.ScramMechanism(mechanism)
         fake = creds is None
         if creds is None:
-            creds = make_credentials("\0invalid\0", "SHA-256" if "256" in mechanism else "SHA-1")
+            creds = fake_credentials(username, "SHA-256" if "256" in mechanism else "SHA-1")
         stored = creds
 
         def lookup(_username: str) -> tuple[bytes, bytes, bytes, int]:
