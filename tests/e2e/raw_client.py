@@ -71,9 +71,13 @@ class RawClient:
     def send_xml(self, text: str) -> None:
         self.send_raw(text)
 
-    def open_stream(self, to: str | None = None) -> None:
+    def begin_parser(self) -> None:
+        """Expect a new stream from the server (at connect, after STARTTLS and SASL)."""
         self._parser = ET.XMLPullParser(events=("start", "end"))
         self._depth = 0
+
+    def open_stream(self, to: str | None = None) -> None:
+        self.begin_parser()
         self.send_raw(
             "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
             f"xmlns:stream='{STREAM}' to='{to or self.domain}' version='1.0'>"

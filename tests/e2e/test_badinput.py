@@ -9,10 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.raw_client import CLIENT, RawClient, error_condition
+from tests.e2e.raw_client import CLIENT, STREAM, RawClient, error_condition
 from tests.support import Client, Running, connect, disconnect, running_server
 
 MAX = 4096
+
+
+def header(content_ns: str, stream_ns: str, to: str) -> str:
+    return (
+        f"<stream:stream xmlns='{content_ns}' xmlns:stream='{stream_ns}' to='{to}' version='1.0'>"
+    )
 
 
 @asynccontextmanager
@@ -103,22 +109,22 @@ async def test_stream_error_after_login(
         ("not XML at all", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "not-well-formed"),
         (
             "wrong stream namespace",
-            "<stream:stream xmlns='jabber:client' xmlns:stream='urn:wrong' to='localhost' version='1.0'>",
+            header("jabber:client", "urn:wrong", "localhost"),
             "invalid-namespace",
         ),
         (
             "wrong content namespace",
-            "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
+            header("jabber:server", STREAM, "localhost"),
             "invalid-namespace",
         ),
         (
             "unknown host",
-            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>",
+            header("jabber:client", STREAM, "example.org"),
             "host-unknown",
         ),
         (
             "invalid JID as host",
-            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='a@@b' version='1.0'>",
+            header("jabber:client", STREAM, "a@@b"),
             "host-unknown",
         ),
     ],
@@ -159,7 +165,7 @@ async def test_stanzas_before_tls(tmp_path: Path) -> None:
 
 
 async def test_invalid_jids_get_jid_malformed(tmp_path: Path) -> None:
-    async with witnessed(tmp_path) as (srv, bob):
+    async with witnessed(tmp_path) as (srv, _bob):
         m = await authenticated(srv)
         for to in (
             "@localhost",

@@ -123,6 +123,8 @@ class SmState:
 
 
 _FEATURE_BIND = tag(ns.BIND, "bind")
+# services.counters keys for stanzas written to clients, by kind (read by /metrics).
+_OUT_COUNTERS = {t: "out_" + t.rpartition("}")[2] for t in STANZA_TAGS}
 
 
 class ClientConnection:
@@ -180,6 +182,8 @@ class ClientConnection:
                 asyncio.get_running_loop().call_soon(self._request_ack)
         if self._closed:
             return
+        if el is not None and el.tag in _OUT_COUNTERS:
+            self.services.count(_OUT_COUNTERS[el.tag])
         self.stream.send_text(text)
         self._flush()
 
@@ -456,7 +460,11 @@ class ClientConnection:
         payload = iq[0] if len(iq) == 1 else None
         handler = self.services.hooks.preauth_iq.get(payload.tag) if payload is not None else None
         if handler is None or self._auth_needs_tls():
-            self._reply_error(iq, StanzaError("service-unavailable"))
+            if payload is not None and payload.tag == f"{{{ns.REGISTER}}}query":
+                # XEP-0077 §3.1: registration is not offered (or needs TLS first).
+                self._reply_error(iq, StanzaError("service-unavailable"))
+            else:
+                self.close(StreamError("not-authorized", "authenticate first"))
             return
         try:
             result = await handler(iq, self)

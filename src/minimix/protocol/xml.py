@@ -328,7 +328,7 @@ class StreamParser:
         try:
             self._parser.Parse(data, False)
         except pyexpat.ExpatError as exc:
-            raise ParseError("not-well-formed", str(exc)) from None
+            raise _expat_error(exc) from None
         except RecursionError:
             raise ParseError("policy-violation", "nesting too deep") from None
         if self._pending > self.max_stanza_size:
@@ -346,11 +346,29 @@ class StreamParser:
         try:
             self._parser.Parse(data, True)
         except pyexpat.ExpatError as exc:
-            raise ParseError("not-well-formed", str(exc)) from None
+            raise _expat_error(exc) from None
         events, self._events = self._events, []
         if len(events) != 1 or not isinstance(events[0], Element):
             raise ParseError("not-well-formed", "a frame must hold exactly one element")
         return events[0]
+
+
+_RESTRICTED_ERRORS = frozenset(
+    {
+        pyexpat.errors.codes[pyexpat.errors.XML_ERROR_UNDEFINED_ENTITY],
+        pyexpat.errors.codes[pyexpat.errors.XML_ERROR_RECURSIVE_ENTITY_REF],
+        pyexpat.errors.codes[pyexpat.errors.XML_ERROR_EXTERNAL_ENTITY_HANDLING],
+        pyexpat.errors.codes[pyexpat.errors.XML_ERROR_ENTITY_DECLARED_IN_PE],
+    }
+)
+
+
+def _expat_error(exc: pyexpat.ExpatError) -> ParseError:
+    """Entity references other than the five predefined ones are restricted XML (RFC 6120
+    §11.1); everything else expat refuses is not well-formed."""
+    if exc.code in _RESTRICTED_ERRORS:
+        return ParseError("restricted-xml", "entity references are not allowed")
+    return ParseError("not-well-formed", str(exc))
 
 
 def parse_element(text: str | bytes, max_size: int = 1 << 24) -> Element:
