@@ -127,6 +127,9 @@ class Server:
 
     def _wire_web(self) -> None:
         """HTTP: WebSocket, host-meta, the web client, metrics, the status page."""
+        from minimix.web import WebServer
+
+        self.web = WebServer(self)
 
     async def account_deleted(self, username: str) -> None:
         """Close every session of a removed account (features hook in through hooks events)."""

@@ -109,6 +109,7 @@ class HttpConfig:
     metrics_allow: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
     admin_allow: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
     web_client: bool = True
+    loopback_secure: bool = True  # WebSocket peers on loopback count as encrypted (local proxy)
 
 
 @dataclass

@@ -1,0 +1,74 @@
+"""What the operator status page (``/admin``) shows: clients, accounts, rooms and who is in them.
+
+:func:`snapshot` returns plain JSON-ready data. Room data comes from the group chat service and
+account-join when they offer it (``status()`` on either, returning JSON-ready data); the page
+shows what there is.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from minimix import __version__
+
+if TYPE_CHECKING:
+    from minimix.web.server import ServerView, _Sources
+
+
+def _transport_of(link: Any) -> str:
+    return "websocket" if getattr(link, "framed", False) else "tcp"
+
+
+def clients(server: ServerView) -> list[dict[str, Any]]:
+    """Every bound client, grouped under its account."""
+    now = time.monotonic()
+    by_account: dict[str, list[dict[str, Any]]] = {}
+    for session in server.sessions:
+        by_account.setdefault(str(session.account), []).append(
+            {
+                "jid": str(session.jid),
+                "resource": session.jid.resource,
+                "transport": _transport_of(session.link),
+                "available": session.available,
+                "hibernating": session.hibernating,
+                "online_seconds": round(now - session.started, 1),
+            }
+        )
+    return [
+        {"jid": account, "clients": sorted(items, key=lambda c: str(c["resource"]))}
+        for account, items in sorted(by_account.items())
+    ]
+
+
+def feature_status(feature: Any) -> Any:
+    status = getattr(feature, "status", None)
+    if not callable(status):
+        return None
+    try:
+        return status()
+    except Exception:
+        return None
+
+
+def snapshot(server: ServerView, sources: _Sources) -> dict[str, Any]:
+    c = server.config
+    by_transport = sources.connections_by_transport()
+    sessions, accounts, hibernating = sources.session_counts()
+    rooms = feature_status(server.account_join)
+    room_service = feature_status(server.muc)
+    return {
+        "server": {
+            "domain": c.domain,
+            "muc_domain": c.muc.domain,
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - sources.started, 1),
+            "connections": dict(by_transport),
+            "sessions": sessions,
+            "accounts_online": accounts,
+            "hibernating": hibernating,
+        },
+        "accounts": clients(server),
+        "joins": rooms if isinstance(rooms, list) else [],
+        "rooms": room_service if isinstance(room_service, list) else [],
+    }
