@@ -14,6 +14,7 @@ import hashlib
 import ssl
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import scramp
@@ -44,6 +45,7 @@ class RawClient:
         self._parser: ET.XMLPullParser | None = None
         self._depth = 0
         self._queue: list[ET.Element] = []
+        self._stash: list[ET.Element] = []
 
     # ------------------------------------------------------------------ transport
     async def connect(self, port: int, ca: Path | None = None, direct_tls: bool = False) -> None:
@@ -105,12 +107,22 @@ class RawClient:
                         self.stream_closed = True
         return self._queue.pop(0)
 
-    async def recv_until(self, tag: str, timeout: float = 5.0) -> ET.Element:
-        """Skip elements until one with ``tag`` (Clark notation) arrives."""
+    async def wait_for(
+        self, pred: Callable[[ET.Element], bool], timeout: float = 5.0
+    ) -> ET.Element:
+        """The first element matching ``pred``; others stay for later calls, in order."""
+        for i, el in enumerate(self._stash):
+            if pred(el):
+                return self._stash.pop(i)
         while True:
             el = await self.recv(timeout)
-            if el.tag == tag:
+            if pred(el):
                 return el
+            self._stash.append(el)
+
+    async def recv_until(self, tag: str, timeout: float = 5.0) -> ET.Element:
+        """The first element with ``tag`` (Clark notation); others stay for later calls."""
+        return await self.wait_for(lambda el: el.tag == tag, timeout)
 
     async def closed(self, timeout: float = 5.0) -> bool:
         """True once the server has closed the stream and the socket."""
@@ -212,10 +224,8 @@ class RawClient:
         """Send ``<iq ...>`` text with an id of our own; return the matching reply."""
         iq_id = uuid.uuid4().hex[:8]
         self.send_raw(xml.replace("<iq ", f"<iq id='{iq_id}' ", 1))
-        while True:
-            el = await self.recv_until(f"{{{CLIENT}}}iq", timeout)
-            if el.get("id") == iq_id:
-                return el
+        tag = f"{{{CLIENT}}}iq"
+        return await self.wait_for(lambda el: el.tag == tag and el.get("id") == iq_id, timeout)
 
     async def next(self, kind: str, timeout: float = 5.0) -> ET.Element:
         """The next ``message``/``presence``/``iq`` stanza."""

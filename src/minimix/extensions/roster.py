@@ -67,7 +67,8 @@ class Roster(Extension):
 
     def stream_features(self, authenticated: bool, bound: bool) -> list[Element]:
         if authenticated:
-            return [Element(tag(ns.ROSTER_VER, "ver"))]
+            # RFC 6121 §2.6.1 roster versioning and §3.4 subscription pre-approval.
+            return [Element(tag(ns.ROSTER_VER, "ver")), Element(tag(ns.PRE_APPROVAL, "sub"))]
         return []
 
     # ------------------------------------------------------------------ roster iq
@@ -111,6 +112,7 @@ class Roster(Extension):
                 raise StanzaError("item-not-found")
             if item.subscription in ("from", "both"):
                 await self._send(session.account, contact, "unsubscribed")
+                await self._unavailable_to(session.account, contact)
             if item.subscription in ("to", "both") or item.ask:
                 await self._send(session.account, contact, "unsubscribe")
             version = self.store.remove(user, str(contact))
@@ -156,7 +158,7 @@ class Roster(Extension):
         if to is None:
             return False
         if ptype in SUBSCRIPTION_TYPES:
-            await self._outbound_subscription(session, to.bare, str(ptype))
+            await self._outbound_subscription(session, to.bare, str(ptype), stanza)
             return True
         if ptype == "probe":
             return True  # clients do not probe (RFC 6121 §4.3)
@@ -238,7 +240,9 @@ class Roster(Extension):
         if was and self.hooks is not None:
             await self.hooks.emit(ClientUnavailable(session))
 
-    async def _outbound_subscription(self, session: Session, contact: JID, ptype: str) -> None:
+    async def _outbound_subscription(
+        self, session: Session, contact: JID, ptype: str, stanza: Element
+    ) -> None:
         account = session.account
         user = account.local
         if contact == account:
@@ -288,7 +292,10 @@ class Roster(Extension):
         if changed and item is not None:
             version = self.store.put(user, item)
             await self.push(account, item, version)
-        await self._send(account, contact, ptype)
+        # RFC 6121 §3.1.2: stamped with the bare JID; children (status, nick) travel along.
+        await self.router.route(
+            copy_shallow(stanza, to=str(contact), from_=str(account), type=ptype), None
+        )
         if ptype == "subscribed" and changed:
             for s in self.sessions.of_account(account):
                 if s.presence is not None:
@@ -296,11 +303,15 @@ class Roster(Extension):
                         copy_shallow(s.presence, to=str(contact), from_=str(s.jid)), None
                     )
         if ptype == "unsubscribed" and changed:
-            for s in self.sessions.of_account(account):
-                if s.presence is not None:
-                    await self.router.route(
-                        make("presence", to=contact, from_=s.jid, type_="unavailable"), None
-                    )
+            await self._unavailable_to(account, contact)
+
+    async def _unavailable_to(self, account: JID, contact: JID) -> None:
+        """Unavailable from each available client, once the contact may no longer see it."""
+        for s in self.sessions.of_account(account):
+            if s.presence is not None:
+                await self.router.route(
+                    make("presence", to=contact, from_=s.jid, type_="unavailable"), None
+                )
 
     async def _send(self, account: JID, contact: JID, ptype: str) -> None:
         await self.router.route(make("presence", to=contact, from_=account, type_=ptype), None)
@@ -391,6 +402,8 @@ class Roster(Extension):
                 version = self.store.put(user, item)
                 await self.push(account, item, version)
                 deliver = True
+                # RFC 6121 §3.3.3: the former subscriber no longer sees the account online.
+                await self._unavailable_to(account, contact)
         elif ptype == "unsubscribed":
             if item is not None and (item.subscription in ("to", "both") or item.ask):
                 item.subscription = {"to": "none", "both": "from"}.get(
