@@ -81,9 +81,20 @@ def children(el: Element, namespace_uri: str, name: str) -> list[Element]:
 
 # --------------------------------------------------------------------------- serializer
 
-_TEXT_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+# Carriage returns and (in attributes) tabs and newlines are written as character references:
+# a parser would otherwise normalize them, and the recipient would read different text.
+_TEXT_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 _ATTR_ESC = str.maketrans(
-    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;", "\n": "&#10;"}
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "'": "&apos;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+        "\t": "&#9;",
+    }
 )
 _XML_PREFIX = "{" + ns.XML + "}"
 
@@ -232,12 +243,15 @@ class StreamParser:
         p.ExternalEntityRefHandler = self._refuse_external
         p.SkippedEntityHandler = self._refuse_skipped
         p.DefaultHandler = self._default
+        p.StartCdataSectionHandler = self._cdata_boundary
+        p.EndCdataSectionHandler = self._cdata_boundary
         p.StartNamespaceDeclHandler = self._namespace_declared
         self._default_ns = ""
         self._parser = p
         self._depth = 0
         self._builder: TreeBuilder | None = None
-        self._pending = 0
+        self._fed = 0  # bytes given to this expat parser since the reset
+        self._mark = 0  # byte index of the last stanza boundary: the size limit counts from it
         self._closed = False
 
     # expat callbacks ------------------------------------------------------
@@ -261,6 +275,7 @@ class StreamParser:
         if self._depth == 1 and not self.framed:
             attrs["xmlns"] = self._default_ns
             self._events.append(StreamHeader(t, attrs))
+            self._mark = self._parser.CurrentByteIndex
             return
         if self._depth > self.max_depth:
             raise ParseError("policy-violation", "nesting too deep")
@@ -278,17 +293,31 @@ class StreamParser:
         assert b is not None
         b.end(self._fix(name))
         if self._depth == (0 if self.framed else 1):
+            end = self._parser.CurrentByteIndex
+            if end - self._mark > self.max_stanza_size:
+                raise ParseError("policy-violation", "stanza too large")
             self._events.append(b.close())
             self._builder = None
-            self._pending = 0
+            self._mark = end
 
     def _data(self, text: str) -> None:
         if self._builder is not None:
             self._builder.data(text)
         elif text.strip():
             raise ParseError("bad-format", "text at stream level")
+        else:
+            self._mark = self._parser.CurrentByteIndex  # whitespace keepalives between stanzas
+
+    def _cdata_boundary(self) -> None:
+        """CDATA sections are allowed (RFC 6120 §11.1 does not restrict them); their text
+        arrives through :meth:`_data` like any other text."""
 
     def _namespace_declared(self, prefix: str | None, uri: str) -> None:
+        if _BAD_NAMESPACE_CHARS.intersection(uri):
+            # A "}" would end the Clark-notation namespace early: the element would be written
+            # out under another name, and the recipient would read different XML. Braces and
+            # whitespace are not allowed in a URI reference anyway (RFC 3986).
+            raise ParseError("not-well-formed", "invalid namespace name")
         if not prefix and self._depth == 0:
             self._default_ns = uri
 
@@ -317,26 +346,37 @@ class StreamParser:
 
     # public ------------------------------------------------------------------
     def feed(self, data: bytes) -> Iterator[StreamHeader | Element | None]:
-        """Feed bytes; yield every event they complete."""
+        """Feed bytes; yield every event they complete.
+
+        The size limit counts every byte since the last stanza boundary (the end of the stream
+        header, of the last stanza, or whitespace between stanzas), checked after each piece of
+        at most 64 KiB: the parser never holds more than the limit plus one piece.
+        """
         if self._closed:
             if data.strip():
                 raise ParseError("not-well-formed", "data after stream end")
             return
-        self._pending += len(data)
-        if self._pending > self.max_stanza_size:
-            raise ParseError("policy-violation", "stanza too large")
-        try:
-            self._parser.Parse(data, False)
-        except pyexpat.ExpatError as exc:
-            raise _expat_error(exc) from None
-        except RecursionError:
-            raise ParseError("policy-violation", "nesting too deep") from None
-        if self._pending > self.max_stanza_size:
-            raise ParseError("policy-violation", "stanza too large")
-        events = self._events
-        if events:
-            self._events = []
-            yield from events
+        view = memoryview(data)
+        for start in range(0, len(view), _PIECE):
+            piece = view[start : start + _PIECE]
+            try:
+                self._parser.Parse(piece, False)
+            except pyexpat.ExpatError as exc:
+                raise _expat_error(exc) from None
+            except RecursionError:
+                raise ParseError("policy-violation", "nesting too deep") from None
+            self._fed += len(piece)
+            if self._fed - self._mark > self.max_stanza_size:
+                raise ParseError("policy-violation", "stanza too large")
+            events = self._events
+            if events:
+                self._events = []
+                yield from events
+            if self._closed:
+                rest = view[start + _PIECE :]
+                if bytes(rest).strip():
+                    raise ParseError("not-well-formed", "data after stream end")
+                return
 
     def feed_frame(self, data: bytes) -> Element:
         """Parse one complete WebSocket frame (a self-contained document) into an element."""
@@ -352,6 +392,9 @@ class StreamParser:
             raise ParseError("not-well-formed", "a frame must hold exactly one element")
         return events[0]
 
+
+_PIECE = 65536
+_BAD_NAMESPACE_CHARS = frozenset("{} \t\r\n")
 
 _RESTRICTED_ERRORS = frozenset(
     {
