@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from minimix.core.limits import TokenBucket, WindowCounter
+from minimix.core.router import error_for
 from minimix.core.session import Session, SessionRegistry
 from minimix.protocol import ns
 from minimix.protocol.jid import JID, InvalidJID, prep_local, prep_resource, try_parse
@@ -101,7 +102,7 @@ class ClientServices:
 class SmState:
     """XEP-0198 state that survives a dropped connection until resumption or timeout."""
 
-    __slots__ = ("h_in", "h_out", "id", "queue", "resumable", "session", "timer")
+    __slots__ = ("h_in", "h_out", "id", "queue", "queued_bytes", "resumable", "session", "timer")
 
     def __init__(self, session: Session, resumable: bool) -> None:
         self.id = os.urandom(12).hex()
@@ -110,6 +111,7 @@ class SmState:
         self.h_in = 0
         self.h_out = 0
         self.queue: deque[str] = deque()  # sent, not yet acknowledged (oldest first)
+        self.queued_bytes = 0
         self.timer: asyncio.TimerHandle | None = None
 
     def acknowledge(self, h: int) -> bool:
@@ -118,7 +120,7 @@ class SmState:
         if acked > len(self.queue):
             return False
         for _ in range(acked):
-            self.queue.popleft()
+            self.queued_bytes -= len(self.queue.popleft())
         return True
 
 
@@ -153,6 +155,8 @@ class ClientConnection:
         self._closed = False
         self._clean_close = False
         self._counted_unauth = True
+        self._throttled = False  # reading paused until the inbound rate debt is paid
+        self._auth_timer: asyncio.TimerHandle | None = None
         services.connections.add(self)
         ip = transport.peer
         services.unauthenticated[ip] = services.unauthenticated.get(ip, 0) + 1
@@ -161,9 +165,7 @@ class ClientConnection:
             self.close(StreamError("policy-violation", "too many connections from your address"))
             return
         loop = asyncio.get_running_loop()
-        self._auth_timer: asyncio.TimerHandle | None = loop.call_later(
-            limits.unauthenticated_timeout, self._auth_timeout
-        )
+        self._auth_timer = loop.call_later(limits.unauthenticated_timeout, self._auth_timeout)
 
     # ------------------------------------------------------------------ Link (for Session)
     def write_element(self, el: Element) -> None:
@@ -174,8 +176,10 @@ class ClientConnection:
         if sm is not None and el is not None and el.tag in STANZA_TAGS:
             sm.h_out = (sm.h_out + 1) % (1 << 32)
             sm.queue.append(text)
-            if len(sm.queue) > self.services.limits.sm_max_queue:
-                self.close(StreamError("resource-constraint", "too many unacknowledged stanzas"))
+            sm.queued_bytes += len(text)
+            limits = self.services.limits
+            if len(sm.queue) > limits.sm_max_queue or sm.queued_bytes > limits.max_output_buffer:
+                self._unacknowledged_overflow(sm)
                 return
             if not self._ack_requested:
                 self._ack_requested = True
@@ -192,7 +196,19 @@ class ClientConnection:
             self.stream.send_text(f'<r xmlns="{ns.SM}"/>')
             self._flush()
 
-    def _flush(self) -> None:
+    def _unacknowledged_overflow(self, sm: SmState) -> None:
+        """Too much sent and not acknowledged (XEP-0198): end the session; what it never
+        acknowledged goes back to the account (another client or the offline store)."""
+        if not self._closed:
+            self.close(StreamError("resource-constraint", "too many unacknowledged stanzas"))
+        elif self.services.hibernating.pop(sm.id, None) is sm:
+            log.info("%s: queue full while hibernating; ending the session", sm.session.jid)
+            if sm.timer is not None:
+                sm.timer.cancel()
+                sm.timer = None
+            asyncio.get_running_loop().create_task(self._end(sm.session))
+
+    def _write_out(self) -> None:
         if self.framed:
             frames = self.stream.frames_to_send()
             if frames:
@@ -201,10 +217,16 @@ class ClientConnection:
             data = self.stream.data_to_send()
             if data:
                 self.transport.write(data)
+
+    def _flush(self) -> None:
+        self._write_out()
         if self.transport.buffered() > self.services.limits.max_output_buffer and not self._closed:
+            # A peer that does not read: stop queueing for it, say why (it will read that last,
+            # if ever), and drop it. Unacknowledged stanzas go back to the account.
             log.warning("%s does not read its stream; disconnecting", self.describe())
-            self.stream.closed = True  # do not queue more for a peer that does not read
             self._clean_close = True
+            self.stream.close(StreamError("resource-constraint", "you do not read your stream"))
+            self._write_out()
             self.transport.close()
             self.connection_lost()
 
@@ -236,13 +258,19 @@ class ClientConnection:
                 self._worker = asyncio.get_running_loop().create_task(self._work())
         wait = self._rate.take(len(data))
         if wait > 0 and not self._closed:
+            self._throttled = True
             self.transport.pause_reading()
-            asyncio.get_running_loop().call_later(wait, self._resume_reading)
+            asyncio.get_running_loop().call_later(wait, self._throttle_over)
         elif len(self._inbox) > 256:
             self.transport.pause_reading()
 
+    def _throttle_over(self) -> None:
+        self._throttled = False
+        self._resume_reading()
+
     def _resume_reading(self) -> None:
-        if not self._closed:
+        """Read again, unless the rate limit or a long backlog of input holds reading back."""
+        if not self._closed and not self._throttled and len(self._inbox) <= 64:
             self.transport.resume_reading()
 
     async def _work(self) -> None:
@@ -251,19 +279,18 @@ class ClientConnection:
                 ev = self._inbox.popleft()
                 try:
                     await self._handle(ev)
-                except Exception:
+                except Exception as exc:
                     log.exception("error while handling input from %s", self.describe())
                     if isinstance(ev, ElementReceived) and ev.element.tag in STANZA_TAGS:
-                        self._reply_error(ev.element, StanzaError("internal-server-error"))
+                        self._reply_error(ev.element, error_for(exc))
                 if self._closed:
                     self._inbox.clear()
                     break
                 if len(self._inbox) == 64:
-                    self.transport.resume_reading()
+                    self._resume_reading()
         finally:
             self._worker = None
-            if not self._closed and self._rate.tokens >= 0:
-                self.transport.resume_reading()
+            self._resume_reading()
 
     async def _handle(self, ev: Any) -> None:
         if isinstance(ev, ElementReceived):
@@ -441,10 +468,12 @@ class ClientConnection:
         if authzid and authzid not in (user, f"{user}@{s.domain}"):
             raise sasl.SaslFailure("invalid-authzid")
         creds = s.accounts.credentials(user, "SHA-256")
-        ok = creds is not None and await asyncio.get_running_loop().run_in_executor(
-            None, sasl.check_password, password, creds, "SHA-256"
+        # An unknown user is checked against stable fake keys: same work, same answer.
+        check = creds if creds is not None else sasl.fake_credentials(user, "SHA-256")
+        ok = await asyncio.get_running_loop().run_in_executor(
+            None, sasl.check_password, password, check, "SHA-256"
         )
-        if not ok:
+        if not ok or creds is None:
             raise sasl.SaslFailure("not-authorized")
         self._success(user, b"")
 

@@ -17,8 +17,18 @@ from minimix.core.session import Session, SessionRegistry
 from minimix.protocol.jid import JID, try_parse
 from minimix.protocol.stanza import StanzaError, error_reply, iq_result, stanza_type
 from minimix.protocol.xml import Element, local_name
+from minimix.storage.database import StorageError
 
 log = logging.getLogger(__name__)
+
+
+def error_for(exc: Exception) -> StanzaError:
+    """The stanza error for a handler that failed with ``exc`` (never silence)."""
+    if isinstance(exc, StanzaError):
+        return exc
+    if isinstance(exc, StorageError):
+        return exc.stanza_error()
+    return StanzaError("internal-server-error")
 
 
 class Component(Protocol):
@@ -58,9 +68,8 @@ class Router:
         """A stanza sent by a bound client: ``from`` already stamped by the connection."""
         kind = local_name(stanza)
         self.count(f"in_{kind}")
-        for handler in self.hooks.stanza_handlers(Direction.OUTBOUND, kind):
-            if await handler(stanza, session):
-                return
+        if await self._run(Direction.OUTBOUND, stanza, session):
+            return  # taken, or refused with an error to the sender
         if kind == "presence" and "to" not in stanza.attrib:
             return  # broadcast presence is the presence extension's
         if "to" not in stanza.attrib:
@@ -90,9 +99,11 @@ class Router:
             self.count("to_component")
             try:
                 await component.receive(stanza)
-            except Exception:
+            except StanzaError as err:
+                await self.bounce(stanza, err)
+            except Exception as exc:
                 log.exception("component %s failed on a stanza", to.domain)
-                await self.bounce(stanza, StanzaError("internal-server-error"))
+                await self.bounce(stanza, error_for(exc))
             return
         await self.bounce(stanza, StanzaError("remote-server-not-found"))
 
@@ -105,9 +116,9 @@ class Router:
             except StanzaError as err:
                 await self.bounce(stanza, err)
                 return True
-            except Exception:
+            except Exception as exc:
                 log.exception("handler failed on a %s stanza", direction.value)
-                await self.bounce(stanza, StanzaError("internal-server-error"))
+                await self.bounce(stanza, error_for(exc))
                 return True
         return False
 
@@ -153,7 +164,15 @@ class Router:
         if mtype == "headline":
             return
         for handler in self.undeliverable:
-            if await handler(stanza):
+            try:
+                if await handler(stanza):
+                    return
+            except StanzaError as err:  # e.g. the offline store is full
+                await self.bounce(stanza, err)
+                return
+            except Exception as exc:  # e.g. the disk is full: the sender must know
+                log.exception("storing an undeliverable message failed")
+                await self.bounce(stanza, error_for(exc))
                 return
         await self.bounce(stanza, StanzaError("service-unavailable"))
 
@@ -214,9 +233,9 @@ class Router:
         except StanzaError as err:
             await self.bounce(iq, err)
             return
-        except Exception:
+        except Exception as exc:
             log.exception("iq handler for %s failed", payload.tag)
-            await self.bounce(iq, StanzaError("internal-server-error"))
+            await self.bounce(iq, error_for(exc))
             return
         reply = iq_result(iq, result)
         if "from" not in reply.attrib:

@@ -15,13 +15,39 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from minimix.protocol.stanza import StanzaError
+
 log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
 
+# SQLite primary result codes that mean "try again later", not "broken".
+_TRANSIENT = frozenset({5, 6, 13})  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL
+
 
 class StorageError(Exception):
-    """The database refused or failed an operation (disk full, locked, corrupt)."""
+    """The database refused or failed an operation (disk full, locked, corrupt).
+
+    ``transient`` is true when retrying later may succeed (disk full, database locked).
+    Whoever sent the stanza that could not be stored is told with :meth:`stanza_error`; the
+    stanza is never acknowledged as handled in silence.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+    @classmethod
+    def wrap(cls, exc: sqlite3.Error) -> StorageError:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        log.error("database error: %s", exc)
+        return cls(str(exc), transient=code in _TRANSIENT)
+
+    def stanza_error(self) -> StanzaError:
+        """The error for the sender of a stanza that could not be stored (RFC 6120 §8.3.3)."""
+        if self.transient:
+            return StanzaError("resource-constraint", "storage is full or busy; not stored")
+        return StanzaError("internal-server-error", "storage failed; not stored")
 
 
 class Database:
@@ -80,7 +106,7 @@ class Database:
             try:
                 cur = self._conn.execute(sql, params)
             except sqlite3.Error as exc:
-                raise StorageError(str(exc)) from exc
+                raise StorageError.wrap(exc) from exc
             return cur.rowcount
 
     def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -89,7 +115,7 @@ class Database:
             try:
                 cur = self._conn.execute(sql, params)
             except sqlite3.Error as exc:
-                raise StorageError(str(exc)) from exc
+                raise StorageError.wrap(exc) from exc
             return int(cur.lastrowid or 0)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -104,21 +130,21 @@ class Database:
                     self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                raise StorageError(str(exc)) from exc
+                raise StorageError.wrap(exc) from exc
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
             try:
                 return list(self._conn.execute(sql, params).fetchall())
             except sqlite3.Error as exc:
-                raise StorageError(str(exc)) from exc
+                raise StorageError.wrap(exc) from exc
 
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         with self._lock:
             try:
                 row = self._conn.execute(sql, params).fetchone()
             except sqlite3.Error as exc:
-                raise StorageError(str(exc)) from exc
+                raise StorageError.wrap(exc) from exc
             return tuple(row) if row is not None else None
 
     def transaction(self) -> _Transaction:
@@ -135,14 +161,28 @@ class _Transaction:
 
     def __enter__(self) -> Database:
         self.db._lock.acquire()
-        self.db._conn.execute("BEGIN")
+        try:
+            self.db._conn.execute("BEGIN")
+        except sqlite3.Error as err:
+            self.db._lock.release()
+            raise StorageError.wrap(err) from err
         return self.db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
-            self.db._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            try:
+                self.db._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            except sqlite3.Error as err:
+                if exc_type is None:
+                    try:
+                        self.db._conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise StorageError.wrap(err) from err
         finally:
             self.db._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise StorageError.wrap(exc) from exc
 
 
 def _split(sql: str) -> list[str]:
