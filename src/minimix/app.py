@@ -121,6 +121,22 @@ class Server:
 
     def _wire_account_data(self) -> None:
         """The account's archive, carbons, PEP, bookmarks, client state (XEP-0313, 0280...)."""
+        from minimix.extensions.archive.user import UserArchive
+        from minimix.extensions.carbons import Carbons
+        from minimix.storage.archive import ArchiveStore
+
+        c = self.config
+        self.archive_store = ArchiveStore(self.db)
+        self.archive = UserArchive(
+            self.archive_store,
+            self.accounts,
+            self.roster_store,
+            c.archive,
+            c.limits.archive_page_size,
+        )
+        self.carbons = Carbons(self.sessions)
+        self.carbons.archived_copy = self.archive.archived_copy
+        self.extensions += [self.archive, self.carbons]
 
     def _wire_account_join(self) -> None:
         """Account-join: the account is the room occupant (``[account_join]``)."""

@@ -74,6 +74,7 @@ def new_archive_id() -> str:
     return secrets.token_urlsafe(12)
 
 
+_HALF_MICROSECOND = 5e-7
 _COLUMNS = "id, with_jid, stamp, stanza, kind, room_stanza_id"
 
 
@@ -128,7 +129,7 @@ class ArchiveStore:
                         sid,
                         with_jid,
                         with_full or "",
-                        time.time() if stamp is None else stamp,
+                        round(time.time() if stamp is None else stamp, 6),
                         kind,
                         stanza,
                         room_stanza_id,
@@ -219,12 +220,13 @@ class ArchiveStore:
             else:
                 where.append("with_jid=?")
             params.append(q.with_jid)
+        # Stamps have microsecond resolution (XEP-0082 as we write it): compare at that grain.
         if q.start is not None:
             where.append("stamp >= ?")
-            params.append(q.start)
+            params.append(q.start - _HALF_MICROSECOND)
         if q.end is not None:
             where.append("stamp <= ?")
-            params.append(q.end)
+            params.append(q.end + _HALF_MICROSECOND)
         if q.after_id is not None:
             where.append("seq > ?")
             params.append(self._seq(archive, q.after_id))

@@ -234,10 +234,8 @@ def form_fields(extra: list[str]) -> Element:
     SubElement(x, _FIELD, {"type": "text-single", "var": "before-id"})
     SubElement(x, _FIELD, {"type": "text-single", "var": "after-id"})
     ids = SubElement(x, _FIELD, {"type": "list-multi", "var": "ids"})
-    validate = SubElement(
-        ids, "{http://jabber.org/protocol/xdata-validate}validate", {"datatype": "xs:string"}
-    )
-    SubElement(validate, "{http://jabber.org/protocol/xdata-validate}open")
+    validate = SubElement(ids, tag(ns.XDATA_VALIDATE, "validate"), {"datatype": "xs:string"})
+    SubElement(validate, tag(ns.XDATA_VALIDATE, "open"))
     SubElement(x, _FIELD, {"type": "boolean", "var": "include-groupchat"})
     for var in extra:
         SubElement(x, _FIELD, {"type": "text-single", "var": var})

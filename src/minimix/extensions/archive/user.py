@@ -1,0 +1,311 @@
+"""XEP-0313 Message Archive Management for accounts: every conversation message stored once.
+
+Outbound messages are archived when a client sends them, inbound ones when they reach the
+account (bare or full JID) — before delivery, so forking to several clients, carbons and
+offline storage all see one copy with one id. Each inbound copy gets an XEP-0359
+``<stanza-id by='account'>``; any such element a sender put there itself is removed first.
+
+Group chat is not archived here: account-join stores it (and MUC private messages it fans out)
+through :meth:`UserArchive.store`, once each. Queries leave group chat out unless the client asks
+with ``include-groupchat`` or queries ``with`` a room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import weakref
+from typing import Any
+
+from minimix.config import ArchiveConfig
+from minimix.core.extension import Extension
+from minimix.core.hooks import Direction, Hooks, IqScope, Priority
+from minimix.core.session import Session
+from minimix.extensions.archive import protocol
+from minimix.protocol import ns
+from minimix.protocol.jid import JID, try_parse
+from minimix.protocol.stanza import StanzaError, copy_shallow, stanza_type
+from minimix.protocol.xml import Element, SubElement, serialize, tag
+from minimix.storage.archive import ArchivePrefs, ArchiveStore, new_archive_id
+from minimix.storage.stores import AccountStore, RosterStore
+
+log = logging.getLogger(__name__)
+
+STANZA_ID = tag(ns.SID, "stanza-id")
+_HINT_NO_STORE = (tag(ns.HINTS, "no-store"), tag(ns.HINTS, "no-permanent-store"))
+_HINT_STORE = tag(ns.HINTS, "store")
+# Payloads that make a message without a body worth keeping.
+_WORTH_KEEPING = (
+    tag(ns.EME, "encryption"),
+    tag(ns.OMEMO_LEGACY, "encrypted"),
+    tag(ns.OMEMO, "encrypted"),
+    tag(ns.OPENPGP, "openpgp"),
+    tag(ns.CONFERENCE, "x"),
+    tag(ns.CHAT_MARKERS, "displayed"),
+    tag(ns.CHAT_MARKERS, "received"),
+    tag(ns.CHAT_MARKERS, "acknowledged"),
+    tag(ns.MESSAGE_RETRACT, "retract"),
+    tag(ns.REACTIONS, "reactions"),
+)
+# Messages that are protocol traffic, never conversation (copies, results, events).
+_NEVER = (
+    tag(ns.CARBONS, "sent"),
+    tag(ns.CARBONS, "received"),
+    tag(ns.MAM, "result"),
+    tag(ns.PUBSUB_EVENT, "event"),
+)
+_MODES = ("always", "never", "roster")
+# Archive priority: after filters (blocking) and account-join, before carbons and delivery.
+ARCHIVE_PRIORITY = int(Priority.OBSERVE) + 10
+
+
+def worth_archiving(stanza: Element) -> bool:
+    """Whether a one-to-one message belongs in a user archive (XEP-0313 §7.1.1)."""
+    if stanza_type(stanza) not in ("chat", "normal"):
+        return False
+    for t in _NEVER:
+        if stanza.find(t) is not None:
+            return False
+    for t in _HINT_NO_STORE:
+        if stanza.find(t) is not None:
+            return False
+    if stanza.find(_HINT_STORE) is not None or stanza.find("{jabber:client}body") is not None:
+        return True
+    if stanza.find(f"{{{ns.MUC_USER}}}x/{{{ns.MUC_USER}}}invite") is not None:
+        return True
+    return any(stanza.find(t) is not None for t in _WORTH_KEEPING)
+
+
+def strip_stanza_ids(stanza: Element, by: str) -> None:
+    """Remove every ``<stanza-id by=by>`` (XEP-0359 §5: only the archive itself may set it)."""
+    for sid in stanza.findall(STANZA_ID):
+        if sid.get("by") == by:
+            stanza.remove(sid)
+
+
+class UserArchive(Extension):
+    """The account's archive: hooks that store, and the MAM query, metadata and prefs IQs."""
+
+    def __init__(
+        self,
+        store: ArchiveStore,
+        accounts: AccountStore,
+        roster: RosterStore,
+        config: ArchiveConfig,
+        max_page: int,
+    ) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.roster = roster
+        self.config = config
+        self.max_page = max(1, max_page)
+        self.enabled = config.enabled
+        if self.enabled:
+            self.account_features = (
+                ns.MAM,
+                ns.MAM_EXTENDED,
+                ns.MAM_GROUPCHAT_FIELD,
+                ns.MAM_GROUPCHAT_AVAILABLE,
+                ns.SID,
+            )
+        # The archived copy (with our stanza-id) of each outbound message, for carbons.
+        self._sent: weakref.WeakKeyDictionary[Element, Element] = weakref.WeakKeyDictionary()
+        self._expiry: asyncio.Task[None] | None = None
+
+    def register(self, hooks: Hooks) -> None:
+        hooks.on_stanza(Direction.INBOUND_BARE, "message", self.inbound, ARCHIVE_PRIORITY)
+        hooks.on_stanza(Direction.INBOUND_FULL, "message", self.inbound, ARCHIVE_PRIORITY)
+        if not self.enabled:
+            return
+        hooks.on_stanza(Direction.OUTBOUND, "message", self.outbound, ARCHIVE_PRIORITY)
+        hooks.on_iq("set", protocol.QUERY, self.query, IqScope.ACCOUNT)
+        hooks.on_iq("get", protocol.QUERY, self.query_form, IqScope.ACCOUNT)
+        hooks.on_iq("get", protocol.METADATA, self.metadata, IqScope.ACCOUNT)
+        hooks.on_iq("get", protocol.PREFS, self.get_prefs, IqScope.ACCOUNT)
+        hooks.on_iq("set", protocol.PREFS, self.set_prefs, IqScope.ACCOUNT)
+
+    async def start(self) -> None:
+        if self.enabled and math.isfinite(self.config.retention):
+            self._expiry = asyncio.get_running_loop().create_task(self._expire_forever())
+
+    async def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+            self._expiry = None
+
+    # ------------------------------------------------------------------ storing
+    def allowed(self, account: JID, other: JID) -> bool:
+        """The account's preferences (XEP-0313 prefs) for messages with ``other``."""
+        prefs = self.store.prefs(str(account))
+        peer = str(other.bare)
+        if peer in prefs.never:
+            return False
+        if peer in prefs.always:
+            return True
+        if prefs.default == "never":
+            return False
+        if prefs.default == "roster":
+            return peer == str(account) or self.roster.get(account.local, peer) is not None
+        return True
+
+    def store_message(
+        self,
+        account: JID,
+        stanza: Element,
+        *,
+        with_jid: JID,
+        kind: str | None = None,
+        room_stanza_id: str | None = None,
+        stamp: float | None = None,
+    ) -> Element | None:
+        """Archive ``stanza`` in ``account``'s archive once; returns the copy that was stored.
+
+        The copy is a new top-level element with our ``<stanza-id by=account>`` added (any
+        spoofed one removed); deliver that copy. Returns None when archiving is off or the
+        account's preferences exclude ``with_jid``. This is how account-join stores group chat
+        (``with_jid`` = the room, ``room_stanza_id`` = the room's stanza-id) and MUC private
+        messages; the hooks here do the same for ordinary chat.
+        """
+        if not self.enabled or not self.allowed(account, with_jid):
+            return None
+        by = str(account)
+        out = copy_shallow(stanza)
+        strip_stanza_ids(out, by)
+        sid = new_archive_id()
+        SubElement(out, STANZA_ID, {"by": by, "id": sid})
+        self.store.append(
+            by,
+            str(with_jid.bare),
+            serialize(out),
+            kind or stanza_type(stanza),
+            stamp=stamp,
+            stanza_id=sid,
+            room_stanza_id=room_stanza_id,
+            with_full=str(with_jid) if with_jid.resource else None,
+        )
+        return out
+
+    def archived_copy(self, stanza: Element) -> Element | None:
+        """The stored copy (with our stanza-id) of an outbound message, while it is routed."""
+        return self._sent.get(stanza)
+
+    async def outbound(self, stanza: Element, origin: Any) -> bool:
+        if not isinstance(origin, Session):
+            return False
+        to = try_parse(stanza.get("to"))
+        if to is None or to.bare == origin.account:
+            return False  # to the account itself: archived once, on the way in
+        if not worth_archiving(stanza):
+            return False
+        stored = self.store_message(origin.account, stanza, with_jid=to)
+        if stored is not None:
+            self._sent[stanza] = stored
+        return False
+
+    async def inbound(self, stanza: Element, origin: Any) -> bool:
+        to = try_parse(stanza.get("to"))
+        if to is None or not to.local:
+            return False
+        account = to.bare
+        # The stanza is on its way to delivery and the router hands this same element on, so
+        # the stanza-id goes into it here: only its own child list changes, never a shared
+        # child. Every copy made after this point (clients, carbons, offline) carries the id.
+        strip_stanza_ids(stanza, str(account))
+        if not self.enabled or not worth_archiving(stanza):
+            return False
+        frm = try_parse(stanza.get("from"))
+        if frm is None or not self.accounts.exists(account.local):
+            return False
+        if not self.allowed(account, frm):
+            return False
+        sid = new_archive_id()
+        SubElement(stanza, STANZA_ID, {"by": str(account), "id": sid})
+        self.store.append(
+            str(account),
+            str(frm.bare),
+            serialize(stanza),
+            stanza_type(stanza),
+            stanza_id=sid,
+            with_full=str(frm) if frm.resource else None,
+        )
+        return False
+
+    # ------------------------------------------------------------------ retention
+    def expire_now(self) -> int:
+        """Drop what is older than ``[archive] retention``; returns how many messages."""
+        if not math.isfinite(self.config.retention):
+            return 0
+        n = self.store.expire(None, time.time() - self.config.retention)
+        if n:
+            log.info("archive retention removed %d messages", n)
+        return n
+
+    async def _expire_forever(self) -> None:
+        interval = min(3600.0, max(1.0, self.config.retention / 10))
+        while True:
+            try:
+                self.expire_now()
+            except Exception:
+                log.exception("archive expiry failed")
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------ queries
+    @staticmethod
+    def _owner(iq: Element, origin: Any) -> Session:
+        if not isinstance(origin, Session) or iq.get("to") not in (None, str(origin.account)):
+            raise StanzaError("forbidden", "only your own archive")
+        return origin
+
+    async def query(self, iq: Element, origin: Any) -> Element | None:
+        session = self._owner(iq, origin)
+        q, queryid = protocol.parse_query(iq, self.max_page, groupchat_by_default=False)
+        page = protocol.run_query(self.store, str(session.account), q)
+        return await protocol.send_results(session.send, iq, page, str(session.account), queryid)
+
+    async def query_form(self, iq: Element, origin: Any) -> Element | None:
+        self._owner(iq, origin)
+        out = Element(protocol.QUERY)
+        out.append(protocol.form_fields([]))
+        return out
+
+    async def metadata(self, iq: Element, origin: Any) -> Element | None:
+        session = self._owner(iq, origin)
+        return protocol.metadata_element(self.store.bounds(str(session.account)))
+
+    async def get_prefs(self, iq: Element, origin: Any) -> Element | None:
+        session = self._owner(iq, origin)
+        return prefs_element(self.store.prefs(str(session.account)))
+
+    async def set_prefs(self, iq: Element, origin: Any) -> Element | None:
+        session = self._owner(iq, origin)
+        el = iq[0]
+        default = el.get("default", "always")
+        if default not in _MODES:
+            raise StanzaError("bad-request", "default must be always, never or roster")
+        lists: dict[str, list[str]] = {}
+        for name in ("always", "never"):
+            jids: list[str] = []
+            holder = el.find(tag(ns.MAM, name))
+            for j in holder.findall(tag(ns.MAM, "jid")) if holder is not None else []:
+                parsed = try_parse((j.text or "").strip())
+                if parsed is None:
+                    raise StanzaError("jid-malformed", f"not a JID: {j.text!r}")
+                jids.append(str(parsed.bare))
+            lists[name] = sorted(set(jids))
+        prefs = ArchivePrefs(default, lists["always"], lists["never"])
+        self.store.set_prefs(str(session.account), prefs)
+        return prefs_element(prefs)
+
+
+def prefs_element(prefs: ArchivePrefs) -> Element:
+    el = Element(protocol.PREFS, {"default": prefs.default})
+    for name, jids in (("always", prefs.always), ("never", prefs.never)):
+        holder = SubElement(el, tag(ns.MAM, name))
+        for j in jids:
+            SubElement(holder, tag(ns.MAM, "jid")).text = j
+    return el
