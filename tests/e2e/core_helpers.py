@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from tests.support import Client, Running
@@ -69,3 +70,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def close(*clients: Client) -> None:
+    """Disconnect one client after the other (slixmpp clients that disconnect together in one
+    event loop can miss their own 'disconnected' and wait for its time-out)."""
+    for c in clients:
+        c.disconnect()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(c.disconnected, 3)

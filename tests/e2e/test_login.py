@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.core_helpers import free_port, login, mechanism_used
+from tests.e2e.core_helpers import close, free_port, login, mechanism_used
 from tests.e2e.raw_client import BIND_NS, SASL_NS, STANZAS_NS, RawClient
-from tests.support import disconnect, running_server
+from tests.support import running_server
 
 
 async def test_starttls_login_with_scram_sha_256(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ async def test_starttls_login_with_scram_sha_256(tmp_path: Path) -> None:
         a = await login(srv, f"{alice}/starttls", mechanism="SCRAM-SHA-256")
         assert mechanism_used(a) == "SCRAM-SHA-256"
         assert str(a.boundjid) == f"{alice}/starttls"
-        await disconnect(a)
+        await close(a)
 
 
 async def test_direct_tls_login(tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ async def test_direct_tls_login(tmp_path: Path) -> None:
         b = await login(srv, f"{bob}/direct", direct_tls=True)
         assert mechanism_used(b).startswith("SCRAM-SHA-")
         await b.plugin["xep_0199"].ping(jid="localhost", timeout=5)
-        await disconnect(b)
+        await close(b)
         r = await RawClient().login(
             srv.direct_tls_port, "bob", ca=srv.ca, direct_tls=True, mechanism="SCRAM-SHA-256-PLUS"
         )
@@ -42,7 +42,7 @@ async def test_each_mechanism_with_slixmpp(tmp_path: Path, mechanism: str) -> No
         alice = srv.add_user("alice", "pässwörd")
         a = await login(srv, f"{alice}/m", password="pässwörd", mechanism=mechanism)
         assert mechanism_used(a) == mechanism
-        await disconnect(a)
+        await close(a)
 
 
 @pytest.mark.parametrize(
@@ -198,4 +198,4 @@ async def test_many_resources_of_one_account(tmp_path: Path) -> None:
             c.send_presence()
         await asyncio.sleep(0)
         assert sorted(s.jid.resource for s in srv.server.sessions) == ["r0", "r1", "r2"]
-        await disconnect(*clients)
+        await close(*clients)

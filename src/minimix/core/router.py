@@ -48,6 +48,8 @@ class Router:
         self.counters: dict[str, int] = {}
         # Called when a stanza could not be delivered to any client of an account.
         self.undeliverable: list[Callable[[Element], Awaitable[bool]]] = []
+        # Whether a local account (by localpart) exists; wired to the account store.
+        self.account_exists: Callable[[str], bool] = lambda _user: True
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
@@ -128,7 +130,28 @@ class Router:
         if local_name(stanza) == "iq":
             await self.dispatch_iq(stanza, IqScope.HOST, origin)
 
+    def _known(self, account: JID) -> bool:
+        return bool(self.sessions.of_account(account)) or self.account_exists(account.local)
+
+    async def _no_such_account(self, stanza: Element, to: JID) -> None:
+        """RFC 6121 §8.5.1: messages and iqs bounce; a subscription request is answered with
+        ``unsubscribed``; other presence is dropped."""
+        kind = local_name(stanza)
+        if kind != "presence":
+            await self.bounce(stanza, StanzaError("service-unavailable"))
+            return
+        sender = try_parse(stanza.get("from"))
+        if stanza.get("type") == "subscribe" and sender is not None:
+            reply = Element(
+                "{jabber:client}presence",
+                {"from": str(to.bare), "to": str(sender.bare), "type": "unsubscribed"},
+            )
+            await self.route(reply, None)
+
     async def _to_bare(self, stanza: Element, to: JID, origin: Any) -> None:
+        if not self._known(to):
+            await self._no_such_account(stanza, to)
+            return
         if await self._run(Direction.INBOUND_BARE, stanza, origin):
             return
         kind = local_name(stanza)
@@ -177,6 +200,9 @@ class Router:
         await self.bounce(stanza, StanzaError("service-unavailable"))
 
     async def _to_full(self, stanza: Element, to: JID, origin: Any) -> None:
+        if not self._known(to.bare):
+            await self._no_such_account(stanza, to)
+            return
         if await self._run(Direction.INBOUND_FULL, stanza, origin):
             return
         session = self.sessions.get(to)
