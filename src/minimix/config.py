@@ -233,6 +233,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: expected a port number between 0 and 65535, got {port}")
     if cfg.limits.max_stanza_size < 1024:
         raise ConfigError("limits.max_stanza_size: expected at least 1024 bytes")
+    if cfg.limits.max_depth < 16:
+        raise ConfigError("limits.max_depth: expected at least 16 (stanzas nest about 10 deep)")
     if cfg.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log_level: expected one of debug, info, warning, error")
     if cfg.storage.url and not (
