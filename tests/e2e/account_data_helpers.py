@@ -26,13 +26,18 @@ STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 class Capture:
     """Every stanza matching an XPath, as raw ElementTree elements, in arrival order."""
 
-    def __init__(self, client: Client, xpath: str) -> None:
+    def __init__(
+        self, client: Client, xpath: str, where: Callable[[ET.Element], bool] | None = None
+    ) -> None:
         self.items: list[ET.Element] = []
+        self.where = where
         self._new = asyncio.Event()
         self.name = f"capture-{uuid.uuid4().hex[:8]}"
         client.register_handler(Callback(self.name, MatchXPath(xpath), self._got))
 
     def _got(self, stanza: Any) -> None:
+        if self.where is not None and not self.where(stanza.xml):
+            return
         self.items.append(stanza.xml)
         self._new.set()
 
