@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +35,11 @@ class Registration(Extension):
         self.throttle = WindowCounter(throttle_per_ip, 3600)
         self.on_account_deleted = on_account_deleted
         self.features = (ns.REGISTER,)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _removed(self, user: str, origin: Session) -> None:
+        await self.on_account_deleted(user)
+        origin.link.close(StreamError("not-authorized", "account removed"))
 
     def register(self, hooks: Hooks) -> None:
         if self.open:
@@ -100,8 +106,10 @@ class Registration(Extension):
         if q.find(tag(ns.REGISTER, "remove")) is not None:
             self.accounts.delete(user)
             log.info("account %s removed itself", user)
-            await self.on_account_deleted(user)
-            origin.link.close(StreamError("not-authorized", "account removed"))
+            # XEP-0077 §3.2: the result goes out first, then the account's streams close.
+            task = asyncio.get_running_loop().create_task(self._removed(user, origin))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             return None
         name, password = self._fields(q)
         if not password or (name and name != user):
