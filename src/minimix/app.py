@@ -119,6 +119,25 @@ class Server:
 
     def _wire_muc(self) -> None:
         """The group chat service (XEP-0045) on ``[muc] domain``."""
+        c = self.config
+        if not c.muc.domain:
+            return
+        from minimix.extensions.muc import MucService
+        from minimix.storage.archive import ArchiveStore
+        from minimix.storage.muc import MucStore
+
+        self.muc = MucService(
+            c.muc,
+            self.router,
+            MucStore(self.db),
+            ArchiveStore(self.db),
+            server_domain=c.domain,
+            admins=c.admins,
+            max_occupants=c.limits.occupants_per_room,
+            archive_page_size=c.limits.archive_page_size,
+        )
+        self.router.register_component(self.muc)
+        self.extensions.append(self.muc)
 
     def _wire_account_data(self) -> None:
         """The account's archive, carbons, PEP, bookmarks, client state (XEP-0313, 0280...)."""

@@ -1,0 +1,549 @@
+"""XEP-0045 Multi-User Chat service: the component on ``[muc] domain``.
+
+Reached only through the router (``receive``), it answers with ``router.route`` like any remote
+room service would. Stanzas are handled one at a time in arrival order: a stanza that arrives
+while another is being handled (including an error bouncing back from a delivery) waits in the
+inbox, so a room's output keeps its order and nothing re-enters a room half-way.
+
+Room logic is in ``room.py`` (pure); this module does the I/O: routing, persistence of
+persistent rooms (``MucStore``), the room archive (``ArchiveStore``, XEP-0313 on the room JID),
+disco on the service, room creation policy, ghost removal (333) and the shutdown notice (332).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+
+from minimix.config import MucConfig
+from minimix.core.extension import Extension
+from minimix.core.router import Router
+from minimix.extensions.archive.protocol import (
+    QUERY as MAM_QUERY,
+)
+from minimix.extensions.archive.protocol import (
+    form_fields,
+    metadata_element,
+    parse_query,
+    run_query,
+    send_results,
+)
+from minimix.extensions.disco import info_element
+from minimix.extensions.muc.admin import admin_get, admin_set, owner_get, owner_set
+from minimix.extensions.muc.config import RoomConfig
+from minimix.extensions.muc.history import HistoryEntry
+from minimix.extensions.muc.room import Affiliation, Effects, Room, Subject
+from minimix.protocol import ns
+from minimix.protocol.jid import JID, try_parse
+from minimix.protocol.stanza import StanzaError, error_reply, iq_result, make
+from minimix.protocol.xml import Element, ParseError, SubElement, parse_element, serialize, tag
+from minimix.storage.archive import ArchiveStore, new_archive_id
+from minimix.storage.muc import MucStore, StoredAffiliation, StoredRoom, StoredSubject
+
+log = logging.getLogger(__name__)
+
+# Errors that mean the occupant's client is gone (XEP-0045 §18.1.2; the conditions Prosody uses).
+GHOST_CONDITIONS = frozenset(
+    (
+        "gone",
+        "internal-server-error",
+        "item-not-found",
+        "jid-malformed",
+        "recipient-unavailable",
+        "redirect",
+        "remote-server-not-found",
+        "remote-server-timeout",
+        "service-unavailable",
+    )
+)
+
+_MUC_X = tag(ns.MUC, "x")
+_MUC_USER_X = tag(ns.MUC_USER, "x")
+_DISCO_INFO = tag(ns.DISCO_INFO, "query")
+_DISCO_ITEMS = tag(ns.DISCO_ITEMS, "query")
+_ROOMUSER_NODE = "x-roomuser-item"
+
+
+class MucService(Extension):
+    """The group chat service: a component owning ``domain``."""
+
+    name = "muc"
+
+    def __init__(
+        self,
+        config: MucConfig,
+        router: Router,
+        store: MucStore,
+        archive: ArchiveStore | None,
+        *,
+        server_domain: str,
+        admins: list[str],
+        max_occupants: int = 1000,
+        archive_page_size: int = 250,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.domain = config.domain
+        self.router = router
+        self.store = store
+        self.archive = archive
+        self.server_domain = server_domain
+        self.admins = {str(j) for a in admins if (j := try_parse(a)) is not None}
+        self.max_occupants = max_occupants
+        self.archive_page_size = archive_page_size
+        self.clock = clock
+        self.rooms: dict[str, Room] = {}
+        self._persisted: set[str] = set()
+        self._inbox: deque[Element] = deque()
+        self._busy = False
+        self._stopped = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        for stored in self.store.rooms():
+            try:
+                room = self._restore(stored)
+            except (ValueError, KeyError, TypeError):
+                log.exception("room %s could not be restored", stored.room)
+                continue
+            self.rooms[stored.room] = room
+            self._persisted.add(stored.room)
+        if self.rooms:
+            log.info("restored %d persistent rooms on %s", len(self.rooms), self.domain)
+
+    async def stop(self) -> None:
+        """Tell every occupant the service is going away (110 + 332, XEP-0045 §11.2)."""
+        self._stopped = True
+        for room in list(self.rooms.values()):
+            fx = room.shutdown()
+            for el in fx.out:
+                await self._send(el)
+            if not room.config.persistent:
+                self._close(room, destroyed=False)
+
+    def _restore(self, stored: StoredRoom) -> Room:
+        config = RoomConfig.from_json(stored.config)
+        history: list[HistoryEntry] = []
+        for stamp, text in stored.history:
+            try:
+                history.append(HistoryEntry(parse_element(text), stamp, len(text) + 48))
+            except ParseError:
+                continue
+        subject = None
+        if stored.subject is not None:
+            s = stored.subject
+            subject = Subject(s.text, s.nick, s.occupant_id, s.stamp)
+        return Room(
+            JID(stored.room, self.domain, ""),
+            config,
+            stored.secret,
+            created=stored.created,
+            affiliations={
+                JID.parse(a.jid): Affiliation(a.affiliation, a.nick, a.reason)
+                for a in stored.affiliations
+            },
+            subject=subject,
+            history=history,
+            max_occupants=self.max_occupants,
+            archive_available=self.archive is not None,
+            id_factory=new_archive_id,
+        )
+
+    # ------------------------------------------------------------------ component
+    async def receive(self, stanza: Element) -> None:
+        """Take a stanza from the router; handled in arrival order (see the module docstring)."""
+        self._inbox.append(stanza)
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            while self._inbox:
+                el = self._inbox.popleft()
+                try:
+                    await self._handle(el)
+                except Exception:
+                    log.exception("the group chat service failed on a stanza")
+                    await self._refuse(el, StanzaError("internal-server-error"))
+        finally:
+            self._busy = False
+
+    async def _send(self, el: Element) -> None:
+        self.router.count("muc_stanzas_out")
+        await self.router.route(el, self)
+
+    async def _refuse(self, stanza: Element, err: StanzaError, room: JID | None = None) -> None:
+        """Answer ``stanza`` with an error (never an error to an error or a result)."""
+        stype = stanza.get("type")
+        kind = stanza.tag.rsplit("}", 1)[-1]
+        if stype == "error" or (kind == "iq" and stype == "result") or "from" not in stanza.attrib:
+            return
+        if room is not None and err.by is None:
+            err.by = str(room)
+        if kind == "presence":
+            if stype == "unavailable":
+                return
+            reply = make(
+                "presence",
+                to=stanza.get("from"),
+                from_=stanza.get("to"),
+                type_="error",
+                id_=stanza.get("id"),
+            )
+            reply.append(Element(_MUC_X))
+            reply.append(err.to_element())
+        else:
+            reply = error_reply(stanza, err)
+            if "from" not in reply.attrib:
+                reply.set("from", self.domain)
+        await self._send(reply)
+
+    async def _handle(self, stanza: Element) -> None:
+        to = try_parse(stanza.get("to"))
+        frm = try_parse(stanza.get("from"))
+        if to is None or frm is None:
+            return
+        kind = stanza.tag.rsplit("}", 1)[-1]
+        if stanza.get("type") == "error":
+            await self._error_received(stanza, kind, frm, to)
+            return
+        if not to.local:
+            await self._service_stanza(stanza, kind, frm, to)
+            return
+        room = self.rooms.get(to.local)
+        room_jid = to.bare
+        try:
+            if room is None:
+                await self._no_room(stanza, kind, frm, to)
+                return
+            if kind == "presence":
+                fx = room.handle_presence(
+                    stanza, frm, to.resource, self.clock(), raw_nick=_raw_nick(stanza)
+                )
+            elif kind == "message":
+                if to.resource:
+                    fx = room.handle_private(stanza, frm, to.resource)
+                elif stanza.get("type") == "groupchat":
+                    fx = room.handle_groupchat(stanza, frm, self.clock())
+                else:
+                    fx = room.handle_room_message(stanza, frm, self.clock())
+            elif to.resource:
+                fx = room.handle_occupant_iq(stanza, frm, to.resource)
+            else:
+                await self._room_iq(room, stanza, frm)
+                return
+        except StanzaError as err:
+            await self._refuse(stanza, err, room_jid)
+            return
+        await self._apply(room, fx)
+
+    # ------------------------------------------------------------------ effects
+    async def _apply(self, room: Room, fx: Effects) -> None:
+        """Persist and archive first (a client may query right after), then route."""
+        self._persist(room, fx)
+        if self.archive is not None and fx.archive:
+            archive_jid = room.name
+            for item in fx.archive:
+                self.archive.append(
+                    archive_jid,
+                    item.with_jid,
+                    serialize(item.stanza),
+                    "groupchat",
+                    stamp=item.stamp,
+                    stanza_id=item.stanza_id,
+                    with_full=item.with_jid,
+                )
+        if fx.closed:
+            self._close(room, destroyed=fx.destroyed)
+        for el in fx.out:
+            await self._send(el)
+
+    def _persist(self, room: Room, fx: Effects) -> None:
+        name = room.jid.local
+        if fx.closed or room.locked:
+            return
+        if not room.config.persistent:
+            if name in self._persisted:
+                self.store.delete_room(name)
+                self._persisted.discard(name)
+            return
+        if name not in self._persisted:
+            self._save_room(room)
+            self.store.replace_affiliations(
+                name, [_stored_affiliation(j, a) for j, a in room.affiliations.items()]
+            )
+            self.store.replace_history(
+                name, [(e.stamp, serialize(e.stanza)) for e in room.history.entries()]
+            )
+            self._persisted.add(name)
+            return
+        if fx.save:
+            self._save_room(room)
+        for bare in fx.affiliations:
+            a = room.affiliations.get(bare)
+            self.store.set_affiliation(
+                name, _stored_affiliation(bare, a) if a else StoredAffiliation(str(bare), "none")
+            )
+        for entry in fx.history:
+            self.store.add_history(
+                name, entry.stamp, serialize(entry.stanza), max(room.history.length, 1)
+            )
+
+    def _save_room(self, room: Room) -> None:
+        s = room.subject
+        self.store.save_room(
+            room.jid.local,
+            room.config.to_json(),
+            room.secret,
+            room.created,
+            None if s is None else StoredSubject(s.text, s.nick, s.occupant_id, s.stamp),
+        )
+
+    def _close(self, room: Room, *, destroyed: bool) -> None:
+        """Forget a room: destroyed, or temporary and empty (its archive goes with it)."""
+        name = room.jid.local
+        if self.rooms.get(name) is room:
+            del self.rooms[name]
+        if destroyed or name in self._persisted:
+            self.store.delete_room(name)
+            self._persisted.discard(name)
+        if self.archive is not None and (destroyed or not room.config.persistent):
+            self.archive.delete_archive(room.name)
+
+    # ------------------------------------------------------------------ errors coming back
+    async def _error_received(self, stanza: Element, kind: str, frm: JID, to: JID) -> None:
+        """A delivery error from an occupant's real JID makes it a ghost (§18.1.2, 333)."""
+        room = self.rooms.get(to.local) if to.local else None
+        if room is None:
+            return
+        if kind == "iq":
+            if to.resource:
+                await self._apply(room, room.handle_occupant_iq(stanza, frm, to.resource))
+            return
+        err = StanzaError.from_stanza(stanza)
+        if err is None or err.condition not in GHOST_CONDITIONS:
+            return
+        await self._apply(room, room.remove_session(frm))
+
+    # ------------------------------------------------------------------ rooms that do not exist
+    async def _no_room(self, stanza: Element, kind: str, frm: JID, to: JID) -> None:
+        room_jid = to.bare
+        if kind == "presence":
+            ptype = stanza.get("type")
+            if ptype is not None:
+                return
+            if stanza.find(_MUC_X) is None:
+                raise StanzaError("item-not-found", "no such room")
+            if not to.resource:
+                raise StanzaError("jid-malformed", "a nickname is required to enter a room")
+            if not self.may_create(frm):
+                raise StanzaError("not-allowed", "you may not create rooms here")
+            if self._stopped:
+                raise StanzaError("service-unavailable", "the service is stopping", "wait")
+            now = self.clock()
+            room = Room(
+                room_jid,
+                RoomConfig(
+                    history_length=min(self.config.default_history, self.config.max_history)
+                ),
+                os.urandom(32),
+                created=now,
+                locked=True,
+                affiliations={frm.bare: Affiliation("owner")},
+                max_occupants=self.max_occupants,
+                archive_available=self.archive is not None,
+                id_factory=new_archive_id,
+            )
+            fx = room.handle_presence(
+                stanza, frm, to.resource, now, raw_nick=_raw_nick(stanza), created=True
+            )
+            self.rooms[to.local] = room
+            await self._apply(room, fx)
+            return
+        if kind == "iq" and stanza.get("type") not in ("get", "set"):
+            return
+        raise StanzaError("item-not-found", "no such room")
+
+    def may_create(self, frm: JID) -> bool:
+        """``[muc] creation``: "local" accounts of this server, "admins", or "anyone"."""
+        policy = self.config.creation
+        if policy == "anyone":
+            return True
+        if policy == "admins":
+            return str(frm.bare) in self.admins
+        return frm.domain == self.server_domain and bool(frm.local)
+
+    # ------------------------------------------------------------------ the service's own JID
+    async def _service_stanza(self, stanza: Element, kind: str, frm: JID, to: JID) -> None:
+        if kind != "iq":
+            if kind == "message":
+                await self._refuse(stanza, StanzaError("service-unavailable"))
+            return
+        itype = stanza.get("type")
+        if itype not in ("get", "set") or len(stanza) != 1:
+            if itype in ("get", "set"):
+                await self._refuse(stanza, StanzaError("bad-request"))
+            return
+        payload = stanza[0]
+        try:
+            if itype == "get" and payload.tag == _DISCO_INFO:
+                if payload.get("node"):
+                    raise StanzaError("item-not-found")
+                result = info_element(
+                    [("conference", "text", "Chatrooms")],
+                    [
+                        ns.DISCO_INFO,
+                        ns.DISCO_ITEMS,
+                        ns.MUC,
+                        ns.MUC_STABLE_ID,
+                        ns.OCCUPANT_ID,
+                        ns.PING,
+                    ],
+                )
+            elif itype == "get" and payload.tag == _DISCO_ITEMS:
+                result = Element(_DISCO_ITEMS)
+                if payload.get("node"):
+                    result.set("node", payload.get("node", ""))
+                else:
+                    for name in sorted(self.rooms):
+                        room = self.rooms[name]
+                        if room.config.public and not room.locked:
+                            attrs = {"jid": room.name}
+                            if room.config.name:
+                                attrs["name"] = room.config.name
+                            SubElement(result, tag(ns.DISCO_ITEMS, "item"), attrs)
+            elif itype == "get" and payload.tag == tag(ns.PING, "ping"):
+                result = None
+            else:
+                raise StanzaError("service-unavailable")
+        except StanzaError as err:
+            await self._refuse(stanza, err)
+            return
+        await self._send(iq_result(stanza, result))
+
+    # ------------------------------------------------------------------ IQs to a room
+    async def _room_iq(self, room: Room, iq: Element, frm: JID) -> None:
+        itype = iq.get("type")
+        if itype not in ("get", "set"):
+            return
+        if len(iq) != 1:
+            raise StanzaError("bad-request", "an iq needs exactly one child")
+        payload = iq[0]
+        ptag = payload.tag
+        max_history = self.config.max_history
+        fx: Effects | None = None
+        result: Element | None = None
+        if ptag == _DISCO_INFO and itype == "get":
+            result = self._room_info(room, payload, frm)
+        elif ptag == _DISCO_ITEMS and itype == "get":
+            result = self._room_items(room, frm)
+        elif ptag == tag(ns.MUC_ADMIN, "query"):
+            if itype == "get":
+                result = admin_get(room, payload, frm)
+            else:
+                fx = admin_set(room, payload, frm)
+        elif ptag == tag(ns.MUC_OWNER, "query"):
+            if itype == "get":
+                result = owner_get(room, payload, frm, max_history)
+            else:
+                fx = owner_set(room, payload, frm, max_history)
+        elif ptag == MAM_QUERY:
+            result = await self._archive_query(room, iq, frm)
+        elif ptag == tag(ns.MAM, "metadata") and itype == "get":
+            self._check_archive_access(room, frm)
+            assert self.archive is not None
+            result = metadata_element(self.archive.bounds(room.name))
+        elif ptag == tag(ns.PING, "ping") and itype == "get":
+            result = None
+        else:
+            raise StanzaError("service-unavailable")
+        reply = iq_result(iq, result)
+        if fx is None:
+            await self._send(reply)
+            return
+        # The requester learns of success after the removed occupants, before the others
+        # (§8.2); the whole of a change is applied before anything is sent.
+        self._persist(room, fx)
+        if fx.closed:
+            self._close(room, destroyed=fx.destroyed)
+        await self._send(reply)
+        for el in fx.out:
+            await self._send(el)
+
+    def _room_info(self, room: Room, query: Element, frm: JID) -> Element:
+        node = query.get("node")
+        if room.locked and room.affiliation(frm.bare) != "owner":
+            raise StanzaError("item-not-found", "no such room")
+        if node == _ROOMUSER_NODE:
+            q = Element(_DISCO_INFO, {"node": node})
+            a = room.affiliations.get(frm.bare)
+            if a is not None and a.nick:
+                SubElement(
+                    q,
+                    tag(ns.DISCO_INFO, "identity"),
+                    {"category": "conference", "type": "text", "name": a.nick},
+                )
+            return q
+        if node:
+            raise StanzaError("item-not-found")
+        return info_element(
+            [("conference", "text", room.config.name or room.jid.local)],
+            room.features(),
+            forms=[room.info_form()],
+        )
+
+    def _room_items(self, room: Room, frm: JID) -> Element:
+        """Occupants are listed to occupants only."""
+        q = Element(_DISCO_ITEMS)
+        if room.locked:
+            return q
+        bare = frm.bare
+        if any(o.bare == bare for o in room.occupants.values()):
+            for nick in room.occupants:
+                SubElement(q, tag(ns.DISCO_ITEMS, "item"), {"jid": f"{room.name}/{nick}"})
+        return q
+
+    # ------------------------------------------------------------------ room archive
+    def _check_archive_access(self, room: Room, frm: JID) -> None:
+        if self.archive is None:
+            raise StanzaError("service-unavailable", "no archive here")
+        if not room.may_read_archive(frm.bare):
+            raise StanzaError("forbidden", "you may not read this room's archive")
+
+    async def _archive_query(self, room: Room, iq: Element, frm: JID) -> Element:
+        """XEP-0313 on the room JID: results go to the requester, then the <fin/>."""
+        self._check_archive_access(room, frm)
+        assert self.archive is not None
+        if iq.get("type") == "get":
+            q = Element(MAM_QUERY)
+            q.append(form_fields([]))
+            return q
+        query, queryid = parse_query(iq, self.archive_page_size)
+        page = run_query(self.archive, room.name, query)
+        if not room.sees_real_jids(frm.bare):
+            for item in page.items:
+                item.stanza = _without_real_jid(item.stanza)
+        return await send_results(self._send, iq, page, room.name, queryid)
+
+
+def _raw_nick(stanza: Element) -> str | None:
+    to = stanza.get("to") or ""
+    slash = to.find("/")
+    return to[slash + 1 :] if slash >= 0 else None
+
+
+def _stored_affiliation(jid: JID, a: Affiliation) -> StoredAffiliation:
+    return StoredAffiliation(str(jid), a.affiliation, a.nick, a.reason)
+
+
+def _without_real_jid(text: str) -> str:
+    """An archived message as semi-anonymous rooms show it: without the sender's real JID."""
+    try:
+        el = parse_element(text)
+    except ParseError:
+        return text
+    for x in el.findall(_MUC_USER_X):
+        el.remove(x)
+    return serialize(el)
