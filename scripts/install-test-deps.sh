@@ -1,5 +1,48 @@
 #!/usr/bin/env bash
-# Installs what the tests need beyond Python packages (Debian packages, browsers).
+# Installs what the tests need beyond the Python packages of `pip install -e '.[test]'`:
+#   - Debian's Chromium (/usr/bin/chromium), driven headless by Playwright in tests/browser;
+#   - the Node.js test clients (tests/node: @xmpp/client, pinned), for the WebSocket tests;
+#   - the bundled web client (Converse.js), which the browser tests log in with.
+# Playwright itself comes from PyPI (the `test` extra) and uses Debian's Chromium: no browser
+# download. Run as root on a Debian machine (CI is one); safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exit 0
+
+apt_updated=""
+apt_install() {
+  if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "cannot install $* (needs root and apt-get): install it yourself" >&2
+    return 1
+  fi
+  if [ -z "$apt_updated" ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Debian's chromium for the browser tests"
+  apt_install chromium
+fi
+
+if ! command -v npm >/dev/null 2>&1; then
+  echo "installing Node.js and npm for the WebSocket client tests"
+  apt_install nodejs npm
+fi
+
+echo "installing the Node.js test clients (tests/node)"
+(
+  cd tests/node
+  if [ -f package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  else
+    npm install --no-audit --no-fund --loglevel=error
+  fi
+)
+
+./scripts/install-web-client.sh
+
+if [ -x .venv/bin/python ] && ! .venv/bin/python -c "import playwright" 2>/dev/null; then
+  .venv/bin/pip install --quiet playwright
+fi

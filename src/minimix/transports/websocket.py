@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from minimix.protocol.stanza import StreamError
 
@@ -205,7 +205,7 @@ class WebSocketTransport:
                     # RFC 7395 §3.2: XMPP frames are text frames.
                     conn.close(StreamError("bad-format", "XMPP frames are text frames"))
                 elif msg.type is WSMsgType.ERROR:
-                    log.info("WebSocket from %s failed: %s", self.peer, ws.exception())
+                    self._failed(conn, ws.exception() or msg.data)
                     break
                 else:  # CLOSE, CLOSING, CLOSED
                     break
@@ -217,6 +217,17 @@ class WebSocketTransport:
             if not self._sender.done():
                 self._sender.cancel()
             conn.connection_lost()
+
+
+    def _failed(self, conn: Any, exc: object) -> None:
+        """The WebSocket layer refused input: end the stream as TCP would, or note a lost peer."""
+        code = getattr(exc, "code", None)
+        if code == WSCloseCode.MESSAGE_TOO_BIG:
+            conn.close(StreamError("policy-violation", "stanza too large"))
+        elif isinstance(exc, WebSocketError):
+            conn.close(StreamError("not-well-formed", "broken WebSocket frame"))
+        else:  # a lost connection (heartbeat timeout, reset): resumable if the client asked
+            log.info("WebSocket from %s failed: %s", self.peer, exc)
 
 
 async def handle(
