@@ -115,6 +115,7 @@ def to_client(actions: list[m.Action], client: JID) -> list[Element]:
             (isinstance(a, m.ToClient) and a.client == client)
             or (isinstance(a, m.FanOut) and client in a.clients)
             or (isinstance(a, m.ArchiveGroupchat) and client in a.clients)
+            or (isinstance(a, m.ReceivedPrivate) and client in a.clients)
         ):
             out.append(a.stanza)
     return out

@@ -25,6 +25,7 @@ from minimix.protocol import ns
 from minimix.protocol.jid import JID, try_parse
 from minimix.protocol.stanza import copy_shallow, iq_result, make, new_id
 from minimix.protocol.xml import Element, SubElement, serialize, tag
+from minimix.storage.account_join import Membership
 
 from . import stanzas as st
 from .stanzas import HistoryRequest
@@ -102,23 +103,35 @@ class SendHistory:
 
 @dataclass(frozen=True, slots=True)
 class ArchiveGroupchat:
-    """Store a group chat message once in the account's archive, unless the room's stanza-id is
-    already there; when it was new, fan it out to ``clients``."""
+    """Store a group chat message once in the account's archive (our ``<stanza-id>`` beside the
+    room's), unless the room's stanza-id is already there; when it was new, fan the stored copy
+    out to ``clients``. ``stamp`` is the room's ``<delay>`` (None: now)."""
 
     stanza: Element
-    stanza_id: str
     room_stanza_id: str | None
-    stamp: float
+    stamp: float | None
     clients: tuple[JID, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class ArchivePrivate:
-    """Store a private message with an occupant once in the account's archive."""
+class ReceivedPrivate:
+    """A private message from ``occupant``: archive it once, fan the stored copy out to
+    ``clients``; with no client attached, deliver it to the account like any chat."""
 
     stanza: Element
-    stanza_id: str
-    stamp: float
+    occupant: JID
+    clients: tuple[JID, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SentPrivate:
+    """``client`` sent a private message to ``occupant``: archive it once and copy it
+    (XEP-0280 ``<sent/>``) to the ``others`` attached to the room."""
+
+    client: JID
+    stanza: Element
+    occupant: JID
+    others: tuple[JID, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,21 +152,6 @@ class StartTimer:
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
     name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Membership:
-    """What is persisted about one occupancy (and shown to operators)."""
-
-    account: str
-    room: str
-    nick: str
-    password: str | None
-    origin: str  # "client" | "bookmark"
-    autojoin: bool
-    last_room_stanza_id: str | None
-    last_stamp: float | None
-    clients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +187,8 @@ Action = (
     | FanOut
     | SendHistory
     | ArchiveGroupchat
-    | ArchivePrivate
+    | ReceivedPrivate
+    | SentPrivate
     | DeliverToAccount
     | StartTimer
     | CancelTimer
@@ -686,26 +685,16 @@ class Occupancy:
         if mtype == "groupchat":
             return [ToClient(client, self._message_error(message, client, "bad-request"))]
         self._remember_sent(message.get("id"), client)
-        acts: list[Action] = [ToRoom(copy_shallow(message, from_=str(self.account)))]
-        for other in self.joined:
-            if other != client:
-                acts.append(ToClient(other, self._sent_carbon(message, other)))
-        if message.find(st.BODY) is not None:
-            acts.append(ArchivePrivate(message, self.ids(), self.clock()))
-        return acts
+        others = tuple(o for o in self.joined if o != client)
+        return [
+            ToRoom(copy_shallow(message, from_=str(self.account))),
+            SentPrivate(client, message, to, others),
+        ]
 
     def _message_error(self, message: Element, client: JID, condition: str) -> Element:
         reply = copy_shallow(message, to=str(client), from_=message.get("to"), type="error")
         reply.append(st.error_element(condition, by=str(self.room)))
         return reply
-
-    def _sent_carbon(self, message: Element, to: JID) -> Element:
-        """XEP-0280 §6: an outgoing MUC PM copied to the account's other attached clients."""
-        m = make("message", to=to, from_=self.account, type_=message.get("type") or "chat")
-        sent = SubElement(m, tag(ns.CARBONS, "sent"))
-        fwd = SubElement(sent, tag(ns.FORWARD, "forwarded"))
-        fwd.append(message)
-        return m
 
     def _remember_sent(self, id_: str | None, client: JID) -> None:
         if not id_:
@@ -990,33 +979,22 @@ class Occupancy:
             return self._groupchat(message)
         if frm.resource:
             # A private message from an occupant (XEP-0045 §7.5): archived once, fanned out.
-            our = self.ids()
-            out = st.restamped(message, account, (st.stanza_id(our, account),))
-            acts: list[Action] = []
-            if message.find(st.BODY) is not None:
-                acts.append(ArchivePrivate(out, our, self.clock()))
-            if self.joined:
-                acts.append(FanOut(out, self.attached))
-            else:
-                acts.append(DeliverToAccount(out))
-            return acts
+            return [ReceivedPrivate(message, frm, self.attached)]
         # From the room itself: invitations, status codes (101, 104, 170...), voice requests.
         if self.joined:
             return [FanOut(message, self.attached)]
         return [DeliverToAccount(message)]
 
     def _groupchat(self, message: Element) -> list[Action]:
-        account = str(self.account)
         room_sid = st.stanza_id_by(message, str(self.room))
-        our = self.ids()
-        out = st.restamped(message, account, (st.stanza_id(our, account),))
-        stamp = st.delay_stamp(message) or self.clock()
+        delayed = st.delay_stamp(message)
+        stamp = delayed if delayed is not None else self.clock()
         acts: list[Action] = []
         if self.phase is Phase.JOINED or (self.phase is Phase.JOINING and self.rejoin):
             clients = self.attached
         else:
             clients = ()  # join history: archived now, served from the archive per client
-        acts.append(ArchiveGroupchat(out, our, room_sid, stamp, clients))
+        acts.append(ArchiveGroupchat(message, room_sid, delayed, clients))
         if room_sid is not None and (self.last_stamp is None or stamp >= self.last_stamp):
             self.last_room_stanza_id = room_sid
             self.last_stamp = stamp
