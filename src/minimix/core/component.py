@@ -13,7 +13,7 @@ from minimix.core.router import Router
 from minimix.protocol import ns
 from minimix.protocol.jid import try_parse
 from minimix.protocol.stanza import STANZA_TAGS, StreamError
-from minimix.protocol.xml import Element, local_name
+from minimix.protocol.xml import Element, local_name, renamespace
 from minimix.stream.machine import (
     ElementReceived,
     ProtocolViolation,
@@ -94,11 +94,7 @@ class ComponentConnection:
             if el.tag not in STANZA_TAGS and not el.tag.startswith("{jabber:component:accept}"):
                 self.close(StreamError("unsupported-stanza-type"))
                 return
-            if not el.tag.startswith("{jabber:client}"):
-                from minimix.protocol.stanza import copy_shallow
-
-                el = copy_shallow(el)
-                el.tag = "{jabber:client}" + local_name(el)
+            renamespace(el, ns.COMPONENT, ns.CLIENT)
             frm = try_parse(el.get("from"))
             if frm is None or frm.domain != self.domain:
                 self.close(StreamError("invalid-from", "send from your own domain"))

@@ -119,11 +119,15 @@ def _attr_name(name: str, out_decls: list[str], counter: list[int]) -> str:
     return f"{prefix}:{local}"
 
 
-def _write(el: Element, parent_ns: str, out: list[str]) -> None:
+def _write(
+    el: Element, parent_ns: str, out: list[str], remap: dict[str, str] | None = None
+) -> None:
     t = el.tag
     if t[0] == "{":
         close = t.index("}")
         uri, name = t[1:close], t[close + 1 :]
+        if remap is not None:
+            uri = remap.get(uri, uri)
     else:
         uri, name = "", t
     out.append("<" + name)
@@ -144,7 +148,7 @@ def _write(el: Element, parent_ns: str, out: list[str]) -> None:
         if text:
             out.append(text.translate(_TEXT_ESC))
         for sub in el:
-            _write(sub, uri, out)
+            _write(sub, uri, out, remap)
             if sub.tail:
                 out.append(sub.tail.translate(_TEXT_ESC))
         out.append(f"</{name}>")
@@ -159,14 +163,18 @@ def serialize(el: Element, parent_ns: str = ns.CLIENT) -> str:
     """
     out: list[str] = []
     t = el.tag
-    if parent_ns and (
-        t.startswith("{jabber:client}")
-        or t.startswith("{jabber:server}")
-        or t.startswith("{jabber:component:accept}")
-    ):
-        el = _renamespaced(el, parent_ns)
-    _write(el, parent_ns, out)
+    remap = None
+    if parent_ns and not t.startswith("{" + parent_ns + "}"):
+        source = namespace(el)
+        if source in _STANZA_NAMESPACES and parent_ns in _STANZA_NAMESPACES:
+            # A stanza crossing between stream kinds: it and its children in the stanza
+            # namespace (body, subject, error...) are written in the stream's namespace.
+            remap = {source: parent_ns}
+    _write(el, parent_ns, out, remap)
     return "".join(out)
+
+
+_STANZA_NAMESPACES = frozenset((ns.CLIENT, ns.SERVER, ns.COMPONENT))
 
 
 def inner_xml(el: Element) -> str:
@@ -182,15 +190,14 @@ def inner_xml(el: Element) -> str:
     return "".join(out)
 
 
-def _renamespaced(el: Element, target_ns: str) -> Element:
-    name = local_name(el)
-    new_tag = f"{{{target_ns}}}{name}"
-    if el.tag == new_tag:
-        return el
-    shallow = Element(new_tag, el.attrib)
-    shallow.text = el.text
-    shallow.extend(list(el))
-    return shallow
+def renamespace(el: Element, source_ns: str, target_ns: str) -> None:
+    """Move ``el`` and its descendants from ``source_ns`` to ``target_ns``, in place (for a
+    freshly parsed stanza entering the router from a component or server stream)."""
+    prefix = "{" + source_ns + "}"
+    cut = len(prefix)
+    for e in el.iter():
+        if e.tag.startswith(prefix):
+            e.tag = "{" + target_ns + "}" + e.tag[cut:]
 
 
 # --------------------------------------------------------------------------- parser
