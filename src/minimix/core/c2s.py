@@ -668,9 +668,19 @@ class ClientConnection:
         if old is None:
             # It may still look connected (the client noticed the drop first).
             for conn in list(s.connections):
-                if conn.sm is not None and conn.sm.id == previd and conn is not self:
+                if (
+                    conn.sm is not None
+                    and conn.sm.id == previd
+                    and conn is not self
+                    and conn.sm.session.account == self.authenticated
+                ):
                     conn._hibernate()
                     old = s.hibernating.get(previd)
+                    # Let go of the old socket: nothing more is read from or written to it.
+                    conn.stream.close(StreamError("conflict", "resumed on another connection"))
+                    conn._write_out()
+                    conn.stream.closed = True
+                    conn.transport.close()
                     break
         if old is None or old.session.account != self.authenticated:
             self._sm_failed("item-not-found")
@@ -757,5 +767,17 @@ class ClientConnection:
                     el = parse_element(text)
                 except ParseError:
                     continue
-                if local_name(el) == "message":
+                if local_name(el) == "message" and not self._delivered_elsewhere(el, session):
                     await self.services.router.requeue_unacked(el, session)
+
+    def _delivered_elsewhere(self, el: Element, session: Session) -> bool:
+        """A message to the bare JID went to every available client of top priority: when
+        one still online ranks as high as the ended session, it has the message already."""
+        to = try_parse(el.get("to"))
+        if to is None or to.resource:
+            return False
+        floor = max(0, session.priority)
+        return any(
+            other is not session and other.available and other.priority >= floor
+            for other in self.services.sessions.of_account(session.account)
+        )
