@@ -218,7 +218,6 @@ class WebSocketTransport:
                 self._sender.cancel()
             conn.connection_lost()
 
-
     def _failed(self, conn: Any, exc: object) -> None:
         """The WebSocket layer refused input: end the stream as TCP would, or note a lost peer."""
         code = getattr(exc, "code", None)

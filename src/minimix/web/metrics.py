@@ -120,8 +120,8 @@ STANZA_KINDS = ("message", "presence", "iq")
 FANOUT_KEYS = ("fanout_deliveries", "fan_out_deliveries", "fanout", "fan_out")
 ARCHIVE_KEYS = ("archive_writes", "archived", "archive_appends", "mam_writes")
 ROOM_KEYS = ("rooms",)
-JOINED_KEYS = ("joined_accounts", "joins", "accounts_joined", "account_joins")
-ATTACHED_KEYS = ("attached_clients", "attached", "attachments")
+JOINED_KEYS = ("account_join_rooms", "joined_accounts", "joins", "account_joins")
+ATTACHED_KEYS = ("account_join_clients", "attached_clients", "attached")
 OCCUPANT_KEYS = ("occupants",)
 
 

@@ -112,7 +112,11 @@ class _Sources:
         return len(sessions), len(list(sessions.accounts())), len(self._server.services.hibernating)
 
     def muc_stats(self) -> Mapping[str, Any]:
-        return _stats(self._server.muc)
+        stats = _stats(self._server.muc)
+        if stats:
+            return stats
+        rooms = status.muc_rooms(self._server.muc)
+        return {"rooms": len(rooms), "occupants": sum(r["occupant_count"] for r in rooms)}
 
     def account_join_stats(self) -> Mapping[str, Any]:
         return _stats(self._server.account_join)

@@ -8,6 +8,7 @@ shows what there is.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from minimix import __version__
@@ -51,12 +52,50 @@ def feature_status(feature: Any) -> Any:
         return None
 
 
+def muc_rooms(muc: Any) -> list[dict[str, Any]]:
+    """The rooms of the group chat service and their occupants (by nick, with real JIDs)."""
+    given = feature_status(muc)
+    if isinstance(given, list):
+        return given
+    rooms = getattr(muc, "rooms", None)
+    if not isinstance(rooms, Mapping):
+        return []
+    out: list[dict[str, Any]] = []
+    for name, room in sorted(rooms.items()):
+        occupants = getattr(room, "occupants", None)
+        people: list[dict[str, Any]] = []
+        if isinstance(occupants, Mapping):
+            for nick, occ in sorted(occupants.items()):
+                sessions = getattr(occ, "sessions", None) or {}
+                people.append(
+                    {
+                        "nick": str(nick),
+                        "jid": str(getattr(occ, "bare", "")),
+                        "role": str(getattr(occ, "role", "")),
+                        "sessions": sorted(str(j) for j in sessions),
+                    }
+                )
+        config = getattr(room, "config", None)
+        out.append(
+            {
+                "jid": str(getattr(room, "jid", name)),
+                "occupant_count": len(people),
+                "occupants": people,
+                "persistent": bool(getattr(config, "persistent", False)),
+            }
+        )
+    return out
+
+
 def snapshot(server: ServerView, sources: _Sources) -> dict[str, Any]:
     c = server.config
     by_transport = sources.connections_by_transport()
     sessions, accounts, hibernating = sources.session_counts()
     rooms = feature_status(server.account_join)
-    room_service = feature_status(server.muc)
+    try:
+        room_service = muc_rooms(server.muc)
+    except Exception:  # a view of another feature's state must never break the page
+        room_service = []
     return {
         "server": {
             "domain": c.domain,
