@@ -62,6 +62,13 @@ async def test_open_features_login_and_messages_both_ways(tmp_path: Path) -> Non
             )
             bound = await ws.recv()
             assert bound.get("type") == "result"
+            # Strophe.js (Converse.js) asks for an RFC 3921 session after binding.
+            await ws.send(
+                '<iq xmlns="jabber:client" type="set" id="s1">'
+                '<session xmlns="urn:ietf:params:xml:ns:xmpp-session"/></iq>'
+            )
+            started = await ws.recv()
+            assert (started.get("type"), started.get("id")) == ("result", "s1")
             await ws.send('<presence xmlns="jabber:client"/>')
 
             b = await connect(srv, f"{bob}/laptop")

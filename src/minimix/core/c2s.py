@@ -125,6 +125,7 @@ class SmState:
 
 
 _FEATURE_BIND = tag(ns.BIND, "bind")
+_SESSION_REQUEST = tag(ns.SESSION, "session")
 # services.counters keys for stanzas written to clients, by kind (read by /metrics).
 _OUT_COUNTERS = {t: "out_" + t.rpartition("}")[2] for t in STANZA_TAGS}
 
@@ -598,6 +599,16 @@ class ClientConnection:
         to = el.get("to")
         if to is not None and try_parse(to) is None:
             self._reply_error(el, StanzaError("jid-malformed"))
+            return
+        if (
+            len(el) == 1
+            and el[0].tag == _SESSION_REQUEST
+            and el.tag == "{jabber:client}iq"
+            and to in (None, self.services.domain)
+        ):
+            # RFC 3921 session establishment, still sent after binding by some clients
+            # (Strophe.js, so Converse.js) although the feature says optional: say yes.
+            session.send(iq_result(el))
             return
         await self.services.router.from_client(session, el)
 
