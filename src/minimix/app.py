@@ -160,6 +160,40 @@ class Server:
 
     def _wire_account_join(self) -> None:
         """Account-join: the account is the room occupant (``[account_join]``)."""
+        c = self.config
+        if not c.account_join.enabled:
+            return
+        from minimix.extensions.account_join import AccountJoin, Settings
+        from minimix.extensions.registration import Registration
+        from minimix.storage.account_join import AccountJoinStore
+
+        bookmarks = getattr(self, "bookmarks", None)
+        self.account_join = AccountJoin(
+            domain=c.domain,
+            router=self.router,
+            sessions=self.sessions,
+            store=AccountJoinStore(self.db),
+            settings=Settings(
+                linger=c.account_join.linger, default_history=c.muc.default_history
+            ),
+            archive=getattr(self, "archive", None),
+            archive_store=getattr(self, "archive_store", None),
+            carbons=getattr(self, "carbons", None),
+            self_ping_interval=c.account_join.self_ping_interval,
+            autojoin_bookmarks=getattr(bookmarks, "autojoin_bookmarks", None),
+        )
+        self.services.on_session_ended.append(self.account_join.session_ended)
+        registration = next((e for e in self.extensions if isinstance(e, Registration)), None)
+        if registration is not None:
+            deleted = registration.on_account_deleted
+            leave = self.account_join.account_deleted
+
+            async def account_deleted(username: str) -> None:
+                await leave(username)  # the account leaves its rooms, then its clients go
+                await deleted(username)
+
+            registration.on_account_deleted = account_deleted
+        self.extensions.append(self.account_join)
 
     def _wire_web(self) -> None:
         """HTTP: WebSocket, host-meta, the web client, metrics, the status page."""

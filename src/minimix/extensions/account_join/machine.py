@@ -275,6 +275,7 @@ class Occupancy:
     attempts: int = 0
     persisted: bool = False  # restored at start: worth retrying like a bookmark
     rejoin_after_leave: bool = False
+    gap_from: str | None = None  # the last archived room message when this join began
     nick_change: NickChange | None = None
     old_nicks: set[str] = field(default_factory=set)
     held_pings: list[tuple[JID, Element]] = field(default_factory=list)
@@ -378,6 +379,7 @@ class Occupancy:
         self.self_received = False
         self.join_id = self.ids()
         self.occupants = {}
+        self.gap_from = self.last_room_stanza_id
         p = make("presence", to=self.occupant_jid, from_=self.account, id_=self.join_id)
         x = SubElement(p, st.MUC_X)
         if self.password:
@@ -427,6 +429,9 @@ class Occupancy:
         self.creator = None
         self.created = False
         acts += self._release_pings()
+        if self.gap_from is not None:
+            acts.append(Backfill(self.gap_from, None))
+            self.gap_from = None
         log.info("%s joined %s as %s", self.account, self.room, self.nick)
         acts.append(self._persist())
         acts += self._update_aggregate()
