@@ -76,6 +76,7 @@ def check_certificate(cert: Path, key: Path, domain: str) -> list[str]:
     """Plain-words problems with a certificate: missing, unreadable, expiring, wrong names."""
     problems: list[str] = []
     from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
     if not cert.exists():
         return [f"tls.certificate: file {cert} does not exist"]
@@ -103,9 +104,10 @@ def check_certificate(cert: Path, key: Path, domain: str) -> list[str]:
     if not any(n == domain or (n.startswith("*.") and domain.endswith(n[1:])) for n in names):
         problems.append(f"warning: tls.certificate does not name {domain} (it names {names})")
     pub = c.public_key()
-    size = getattr(pub, "key_size", 256)
-    if size < 2048 and type(pub).__name__.startswith("_RSA"):
-        problems.append(f"warning: tls.certificate uses a weak {size}-bit RSA key")
+    if isinstance(pub, rsa.RSAPublicKey) and pub.key_size < 2048:
+        problems.append(
+            f"tls.certificate: uses a weak {pub.key_size}-bit RSA key; use 2048 bits or more"
+        )
     algo = c.signature_hash_algorithm
     if algo is not None and algo.name in ("md5", "sha1"):
         problems.append(f"warning: tls.certificate is signed with weak {algo.name}")
