@@ -143,6 +143,7 @@ class Server:
         """The account's archive, carbons, PEP, bookmarks, client state (XEP-0313, 0280...)."""
         from minimix.extensions.archive.user import UserArchive
         from minimix.extensions.carbons import Carbons
+        from minimix.extensions.client_state import ClientState
         from minimix.storage.archive import ArchiveStore
 
         c = self.config
@@ -156,7 +157,8 @@ class Server:
         )
         self.carbons = Carbons(self.sessions)
         self.carbons.archived_copy = self.archive.archived_copy
-        self.extensions += [self.archive, self.carbons]
+        self.client_state = ClientState()
+        self.extensions += [self.archive, self.carbons, self.client_state]
 
     def _wire_account_join(self) -> None:
         """Account-join: the account is the room occupant (``[account_join]``)."""
