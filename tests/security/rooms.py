@@ -5,11 +5,13 @@ Tests that need a feature the server does not have yet are skipped with a reason
 
 from __future__ import annotations
 
-import importlib.util
+import functools
+import tempfile
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from tests.security.hostile import CLIENT, Peer
-from tests.support import Running
+from tests.support import Running, base_config
 
 MUC_NS = "http://jabber.org/protocol/muc"
 MUC_USER_NS = "http://jabber.org/protocol/muc#user"
@@ -17,25 +19,47 @@ MUC_ADMIN_NS = "http://jabber.org/protocol/muc#admin"
 MUC_OWNER_NS = "http://jabber.org/protocol/muc#owner"
 
 
-def module_missing(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is None
-    except ModuleNotFoundError:
-        return True
+@functools.cache
+def _probe() -> tuple[frozenset[tuple[str, str]], bool, bool]:
+    """Build the server as the tests configure it (without listening) and note what it wires:
+    the account-scope IQ handlers, and whether the group chat service and account-join exist."""
+    from minimix.app import Server
+    from minimix.config import from_dict
+    from minimix.core.hooks import IqScope
+
+    with tempfile.TemporaryDirectory() as d:
+        server = Server(from_dict(base_config(Path(d)), "probe"))
+        handled = frozenset(
+            (t, tag) for (t, tag, scope) in server.hooks._iq if scope is IqScope.ACCOUNT
+        )
+        wired = (handled, server.muc is not None, server.account_join is not None)
+        server.db.close()
+    return wired
 
 
-def muc_missing() -> bool:
-    return module_missing("minimix.extensions.muc.service")
+def iq_missing(iq_type: str, payload_tag: str) -> bool:
+    """True when nothing handles ``<iq type=iq_type>`` with that payload for an account."""
+    return (iq_type, payload_tag) not in _probe()[0]
 
 
 def archive_missing() -> bool:
-    return module_missing("minimix.extensions.archive.user")
+    return iq_missing("set", "{urn:xmpp:mam:2}query")
+
+
+def private_missing() -> bool:
+    return iq_missing("get", "{jabber:iq:private}query")
+
+
+def pep_missing() -> bool:
+    return iq_missing("get", "{http://jabber.org/protocol/pubsub}pubsub")
+
+
+def muc_missing() -> bool:
+    return not _probe()[1]
 
 
 def account_join_missing() -> bool:
-    return module_missing("minimix.extensions.account_join.extension") and module_missing(
-        "minimix.extensions.account_join.service"
-    )
+    return not _probe()[2]
 
 
 def muc_service_of(running: Running) -> str:
