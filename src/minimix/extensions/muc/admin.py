@@ -211,14 +211,14 @@ def _check_affiliation(
         raise StanzaError("bad-request", "an affiliation change names a JID")
     if mine < _ADMIN_RANK:
         raise StanzaError("forbidden", "only admins and owners change affiliations")
+    if jid == requester.bare and affiliation == "outcast":
+        raise StanzaError("conflict", "you cannot ban yourself")
     current = room.affiliation(jid)
     owner = mine == AFFILIATION_RANK["owner"]
     if affiliation in ("owner", "admin") and not owner:
         raise StanzaError("forbidden", "only owners grant admin or owner")
     if current in ("owner", "admin") and not owner:
         raise StanzaError("not-allowed", "only owners change admins and owners")
-    if jid == requester.bare and affiliation == "outcast":
-        raise StanzaError("conflict", "you cannot ban yourself")
     return _AffiliationChange(jid, affiliation, reserved, reason)
 
 
