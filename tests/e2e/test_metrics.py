@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,16 @@ async def scrape(port: int) -> tuple[Samples, dict[str, str]]:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     return samples, types
+
+
+async def until(port: int, ready: Callable[[Samples], bool]) -> Samples:
+    """Scrape until ``ready`` holds (the server handles stanzas asynchronously)."""
+    for _ in range(100):
+        samples, _ = await scrape(port)
+        if ready(samples):
+            return samples
+        await asyncio.sleep(0.05)
+    return samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -73,13 +84,15 @@ async def test_metrics_parse_and_move_with_traffic(tmp_path: Path) -> None:
                 await b.next_message()
             a.send_message(mto="nobody@elsewhere.example", mbody="x", mtype="chat")
             a.plugin["xep_0045"].join_muc("lobby@conference.localhost", "alice")
-            for _ in range(50):
-                after, _ = await scrape(port)
-                if value(after, "minimix_rooms") >= 1 and (
-                    value(after, "minimix_errors_total", source="stanza") >= 1
-                ):
-                    break
-                await asyncio.sleep(0.05)
+            await until(port, lambda m: value(m, "minimix_attached_clients") >= 1)
+            a.send_message(mto="lobby@conference.localhost", mbody="hi room", mtype="groupchat")
+            after = await until(
+                port,
+                lambda m: (
+                    value(m, "minimix_fanout_deliveries_total") >= 1
+                    and value(m, "minimix_errors_total", source="stanza") >= 1
+                ),
+            )
 
         sent = value(after, "minimix_stanzas_in_total", kind="message") - value(
             before, "minimix_stanzas_in_total", kind="message"
@@ -90,6 +103,9 @@ async def test_metrics_parse_and_move_with_traffic(tmp_path: Path) -> None:
         assert value(after, "minimix_stanzas_out_total", kind="iq") >= 2  # roster, bind...
         assert value(after, "minimix_errors_total", source="stanza") >= 1  # unreachable domain
         assert value(after, "minimix_rooms") >= 1
+        assert value(after, "minimix_joined_accounts") == 1  # alice's account joined the lobby
+        assert value(after, "minimix_attached_clients") == 1  # through one of her clients
+        assert value(after, "minimix_fanout_deliveries_total") >= 1
         assert value(after, "minimix_muc_stanzas_out_total") >= 1
         assert value(after, "minimix_uptime_seconds") > 0
         await disconnect(a, b)

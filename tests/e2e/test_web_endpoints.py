@@ -127,6 +127,22 @@ async def test_admin_status_shows_accounts_clients_and_rooms(tmp_path: Path) -> 
             }
         ]
         assert [r["jid"] for r in rooms] == ["ops@conference.localhost"]
+        # Account-join: the account is the occupant, the client is attached to that join.
+        for _ in range(100):
+            joins = data["joins"]
+            if joins and joins[0]["state"] == "joined" and joins[0]["attached"]:
+                break
+            await asyncio.sleep(0.05)
+            data = json.loads((await http_get(port, "/admin/status.json"))[2])
+        assert data["joins"] == [
+            {
+                "room": "ops@conference.localhost",
+                "account": alice,
+                "nick": "alice",
+                "state": "joined",
+                "attached": [f"{alice}/desk"],
+            }
+        ]
         occupants = rooms[0]["occupants"]
         assert isinstance(occupants, list) and occupants[0]["nick"] == "alice"
         assert occupants[0]["jid"] == alice

@@ -117,7 +117,7 @@ class MetricsSources(Protocol):
 STANZA_KINDS = ("message", "presence", "iq")
 
 # Counter keys the features may use for the named quantities; the first one present wins.
-FANOUT_KEYS = ("fanout_deliveries", "fan_out_deliveries", "fanout", "fan_out")
+FANOUT_KEYS = ("account_join_fanout", "fanout_deliveries", "fan_out_deliveries", "fanout")
 ARCHIVE_KEYS = ("archive_writes", "archived", "archive_appends", "mam_writes")
 ROOM_KEYS = ("rooms",)
 JOINED_KEYS = ("account_join_rooms", "joined_accounts", "joins", "account_joins")

@@ -52,6 +52,31 @@ def feature_status(feature: Any) -> Any:
         return None
 
 
+def account_joins(account_join: Any) -> list[dict[str, Any]]:
+    """Every (account, room) membership account-join holds, with the clients attached to it."""
+    given = feature_status(account_join)
+    if isinstance(given, list):
+        return given
+    registry = getattr(account_join, "registry", None)
+    if registry is None:
+        return []
+    out: list[dict[str, Any]] = []
+    for occ in registry:
+        phase = getattr(occ, "phase", "")
+        attached = getattr(occ, "joined", None) or {}
+        out.append(
+            {
+                "room": str(getattr(occ, "room", "")),
+                "account": str(getattr(occ, "account", "")),
+                "nick": str(getattr(occ, "nick", "")),
+                "state": str(getattr(phase, "value", phase)),
+                "attached": sorted(str(j) for j in attached),
+            }
+        )
+    out.sort(key=lambda j: (j["room"], j["account"]))
+    return out
+
+
 def muc_rooms(muc: Any) -> list[dict[str, Any]]:
     """The rooms of the group chat service and their occupants (by nick, with real JIDs)."""
     given = feature_status(muc)
@@ -91,7 +116,10 @@ def snapshot(server: ServerView, sources: _Sources) -> dict[str, Any]:
     c = server.config
     by_transport = sources.connections_by_transport()
     sessions, accounts, hibernating = sources.session_counts()
-    rooms = feature_status(server.account_join)
+    try:
+        joins = account_joins(server.account_join)
+    except Exception:  # a view of another feature's state must never break the page
+        joins = []
     try:
         room_service = muc_rooms(server.muc)
     except Exception:  # a view of another feature's state must never break the page
@@ -108,6 +136,6 @@ def snapshot(server: ServerView, sources: _Sources) -> dict[str, Any]:
             "hibernating": hibernating,
         },
         "accounts": clients(server),
-        "joins": rooms if isinstance(rooms, list) else [],
-        "rooms": room_service if isinstance(room_service, list) else [],
+        "joins": joins,
+        "rooms": room_service,
     }
