@@ -56,7 +56,13 @@ def prep_domain(domain: str) -> str:
         if all(c.isalnum() or c in "-." for c in low) and ".." not in low:
             labels = low.split(".")
             if all(0 < len(x) <= 63 and not x.startswith("-") for x in labels):
-                return low
+                if "xn--" not in low:
+                    return low
+                # RFC 7622 §3.2: A-labels compare as their U-labels.
+                try:
+                    return str(idna.decode(low))
+                except idna.IDNAError as exc:
+                    raise InvalidJID(f"invalid domainpart {domain!r}") from exc
         raise InvalidJID(f"invalid domainpart {domain!r}")
     try:
         ascii_form = idna.encode(d, uts46=True).decode("ascii")
