@@ -118,6 +118,14 @@ async def test_room_archive_paging_filters_and_access(tmp_path: Path) -> None:
         (first,) = results(ra, "q5")
         real = forwarded(first).find(f"{{{ns.MUC_USER}}}x/{{{ns.MUC_USER}}}item")
         assert real is not None and real.get("jid") == "bob@localhost/r"
+        # The archive's bounds and its query form.
+        meta = await send_iq(b, f"<metadata xmlns='{ns.MAM}'/>", ROOM, "get")
+        start = meta.find(f"{{{ns.MAM}}}metadata/{{{ns.MAM}}}start")
+        end = meta.find(f"{{{ns.MAM}}}metadata/{{{ns.MAM}}}end")
+        assert start is not None and start.get("id") == live_ids[0]
+        assert end is not None and end.get("id") == live_ids[-1]
+        form = await send_iq(b, f"<query xmlns='{ns.MAM}'/>", ROOM, "get")
+        assert form.find(f"{{{ns.MAM}}}query/{{{ns.DATA}}}x") is not None
         # An unknown id is item-not-found.
         bad = await send_iq(b, mam_query("q6", "<after>nope</after>"), ROOM, "set")
         assert error_condition(bad) == "item-not-found"

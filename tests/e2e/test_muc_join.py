@@ -11,6 +11,7 @@ from tests.e2e.muc_helpers import (
     body,
     close,
     codes,
+    configure,
     create,
     from_room,
     is_subject,
@@ -18,6 +19,7 @@ from tests.e2e.muc_helpers import (
     join,
     kind,
     send_groupchat,
+    send_iq,
 )
 from tests.e2e.muc_helpers import client as muc_client
 from tests.support import running_server
@@ -115,3 +117,43 @@ async def test_history_and_subject_on_join(tmp_path: Path) -> None:
 
 def _xml(el: ET.Element) -> str:
     return ET.tostring(el, encoding="unicode")
+
+
+async def test_reserved_room_is_configured_before_anyone_enters(tmp_path: Path) -> None:
+    async with running_server(tmp_path, account_join={"enabled": False}) as srv:
+        a, ra = await muc_client(srv, "alice")
+        b, rb = await muc_client(srv, "bob")
+        seq = await join(a, ra, ROOM, "Alice")
+        assert "201" in codes(seq[0])
+        form = await send_iq(a, f"<query xmlns='{ns.MUC_OWNER}'/>", ROOM, "get")
+        x = form.find(f"{{{ns.MUC_OWNER}}}query/{{{ns.DATA}}}x")
+        assert x is not None and x.get("type") == "form"
+        fields = {f.get("var") for f in x.findall(f"{{{ns.DATA}}}field")}
+        assert {
+            "muc#roomconfig_roomname",
+            "muc#roomconfig_roomdesc",
+            "muc#roomconfig_persistentroom",
+            "muc#roomconfig_publicroom",
+            "muc#roomconfig_membersonly",
+            "muc#roomconfig_moderatedroom",
+            "muc#roomconfig_passwordprotectedroom",
+            "muc#roomconfig_roomsecret",
+            "muc#roomconfig_whois",
+            "muc#roomconfig_maxusers",
+            "muc#maxhistoryfetch",
+            "muc#roomconfig_changesubject",
+            "muc#roomconfig_allowpm",
+            "muc#roomconfig_allowinvites",
+        } <= fields
+        # Non-owners may not configure.
+        denied = await send_iq(b, f"<query xmlns='{ns.MUC_OWNER}'/>", ROOM, "get")
+        assert denied.get("type") == "error"
+        # Still locked: nobody else can enter until the form is submitted.
+        assert (await join(b, rb, ROOM, "Bob"))[-1].get("type") == "error"
+        done = await configure(
+            a, ROOM, {"muc#roomconfig_roomname": "A Dark Cave", "muc#roomconfig_whois": "anyone"}
+        )
+        assert done.get("type") == "result"
+        seq = await join(b, rb, ROOM, "Bob")
+        assert {"100", "110"} <= codes(seq[-2])  # non-anonymous now
+        await close(a, b)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from minimix.protocol import ns
+from minimix.protocol.jid import JID
 from tests.e2e.muc_helpers import (
     SERVICE,
     body,
@@ -230,4 +231,17 @@ async def test_self_ping_and_ghost_removal(tmp_path: Path) -> None:
         )
         assert codes(gone) == {"333"}
         assert error_condition(await send_iq(b, ping, f"{ROOM}/Bob")) == "not-acceptable"
-        await close(a, b)
+
+        # A client that vanished without a word: the server bounces the next group chat
+        # message, and the room removes the ghost.
+        c, rc = await muc_client(srv, "carol")
+        await join(c, rc, ROOM, "Carol")
+        session = srv.server.sessions.get(JID.parse("carol@localhost/r"))
+        assert session is not None
+        srv.server.sessions.remove(session)
+        send_groupchat(a, ROOM, "anyone there?")
+        gone = await ra.take(
+            lambda el: from_jid(f"{ROOM}/Carol")(el) and el.get("type") == "unavailable"
+        )
+        assert codes(gone) == {"333"}
+        await close(a, b, c)

@@ -435,3 +435,10 @@ def test_self_ping_is_answered_by_the_room_and_other_iqs_are_proxied() -> None:
     (back,) = room.handle_occupant_iq(answer, OWNER, "hag").out
     assert back.get("to") == str(HAG) and back.get("id") == "v1"
     assert back.get("from") == f"{ROOM}/crone"
+
+
+def test_a_nick_prepared_differently_from_the_request_says_210() -> None:
+    room = occupied()
+    p = x(f"<presence><x xmlns='{ns.MUC}'/></presence>")
+    fx = room.handle_presence(p, WITCH, "caf\u00e9", NOW, raw_nick="cafe\u0301")
+    assert {"110", "210"} <= codes(to(fx, WITCH)[-2])
