@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from minimix.protocol.jid import JID
+from tests.e2e.raw_client import RawClient
 from tests.e2e.ws_helpers import (
     FRAMING,
     SASL,
@@ -262,3 +263,35 @@ async def test_resumption_across_websocket_connections(tmp_path: Path) -> None:
         await disconnect(b)
         assert srv.server.sessions.get(JID.parse(full)) is not None
         del alice
+
+
+async def test_stream_started_over_tcp_resumes_over_websocket(tmp_path: Path) -> None:
+    """Stanzas kept for resumption are re-framed for the new transport (own xmlns per frame)."""
+    async with running_server(tmp_path) as srv:
+        srv.add_user("alice")
+        bob = srv.add_user("bob")
+        tcp = await RawClient().login(srv.port, "alice", ca=srv.ca, resource="phone")
+        tcp.send_xml('<enable xmlns="urn:xmpp:sm:3" resume="true"/>')
+        enabled = await tcp.recv_until("{urn:xmpp:sm:3}enabled")
+        previd = enabled.get("id")
+        tcp.send_xml("<presence/>")
+        assert tcp.writer is not None
+        tcp.writer.transport.abort()  # the network goes away
+        for _ in range(100):
+            if srv.server.services.hibernating:
+                break
+            await asyncio.sleep(0.02)
+        b = await connect(srv, f"{bob}/laptop")
+        b.send_message(mto=tcp.jid, mbody="kept for you", mtype="chat")
+        await asyncio.sleep(0.2)
+        async with websocket(srv.server.ports["http"]) as ws:
+            await ws.open_stream()
+            token = base64.b64encode(b"\0alice\0secret").decode()
+            await ws.send(f'<auth xmlns="{SASL}" mechanism="PLAIN">{token}</auth>')
+            assert (await ws.recv()).tag == f"{{{SASL}}}success"
+            await ws.open_stream()
+            await ws.send(f'<resume xmlns="urn:xmpp:sm:3" previd="{previd}" h="0"/>')
+            assert (await ws.recv()).tag == "{urn:xmpp:sm:3}resumed"
+            got = await ws.recv_until("{jabber:client}message")
+            assert got.findtext("{jabber:client}body") == "kept for you"
+        await disconnect(b)

@@ -709,6 +709,9 @@ class ClientConnection:
             old.timer.cancel()
             old.timer = None
         session = old.session
+        if getattr(session.link, "framed", self.framed) != self.framed:
+            # Resumed over the other kind of transport (TCP <-> WebSocket): re-frame what is kept.
+            old.queue = deque(self.stream.serialize(parse_element(t)) for t in old.queue)
         session.link = self
         session.hibernating = False
         self.session = session
