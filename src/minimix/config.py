@@ -57,7 +57,7 @@ class RegistrationConfig:
 
 @dataclass
 class MucConfig:
-    domain: str = "conference.localhost"
+    domain: str = "conference.localhost"  # default: conference.<domain>; "" disables
     creation: str = "local"  # "local" (accounts of this server), "anyone", "admins"
     default_history: int = 20
     max_history: int = 100
@@ -193,6 +193,9 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     data = dict(data)
     comps = data.pop("component", data.pop("components", []))
     _fill(cfg, data, "")
+    muc = data.get("muc")
+    if not (isinstance(muc, dict) and "domain" in muc):
+        cfg.muc.domain = f"conference.{cfg.domain}"  # the default follows the domain
     if not isinstance(comps, list):
         raise ConfigError("[[component]]: expected an array of tables with domain and secret")
     for i, c in enumerate(comps):
