@@ -144,7 +144,9 @@ class Server:
         from minimix.extensions.archive.user import UserArchive
         from minimix.extensions.carbons import Carbons
         from minimix.extensions.client_state import ClientState
+        from minimix.extensions.pep import Pep
         from minimix.storage.archive import ArchiveStore
+        from minimix.storage.pubsub import PubsubStore
 
         c = self.config
         self.archive_store = ArchiveStore(self.db)
@@ -158,7 +160,10 @@ class Server:
         self.carbons = Carbons(self.sessions)
         self.carbons.archived_copy = self.archive.archived_copy
         self.client_state = ClientState()
-        self.extensions += [self.archive, self.carbons, self.client_state]
+        self.pubsub_store = PubsubStore(self.db)
+        self.pep = Pep(self.router, self.sessions, self.pubsub_store, self.roster_store, c.domain)
+        self.pep.find_disco = lambda: getattr(self, "disco", None)
+        self.extensions += [self.archive, self.carbons, self.client_state, self.pep]
 
     def _wire_account_join(self) -> None:
         """Account-join: the account is the room occupant (``[account_join]``)."""
