@@ -110,6 +110,8 @@ class MetricsSources(Protocol):
 
     def account_join_stats(self) -> Mapping[str, Any]: ...
 
+    def archive_stats(self) -> Mapping[str, Any]: ...
+
     @property
     def started(self) -> float: ...
 
@@ -227,7 +229,7 @@ def collect(src: MetricsSources) -> Exposition:
     exp.counter(
         "minimix_archive_writes",
         "Messages written to archives",
-        _pick(every, ARCHIVE_KEYS) or 0,
+        _pick([src.archive_stats()], ("writes", *ARCHIVE_KEYS)) or _pick(every, ARCHIVE_KEYS) or 0,
     )
 
     # Errors.

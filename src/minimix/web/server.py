@@ -121,6 +121,9 @@ class _Sources:
     def account_join_stats(self) -> Mapping[str, Any]:
         return _stats(self._server.account_join)
 
+    def archive_stats(self) -> Mapping[str, Any]:
+        return _stats(getattr(self._server, "archive", None))
+
     @property
     def started(self) -> float:
         return self._started
