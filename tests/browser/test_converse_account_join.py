@@ -122,5 +122,17 @@ async def test_two_tabs_of_one_account_and_another_account_in_one_room(
         room = srv.server.muc.rooms["lobby"]
         assert sorted(room.occupants) == ["alice", "bob"]
 
-        await ctx2.close()
-        await ctx3.close()
+        # The operator's status page shows the same, live.
+        ctx4 = await browser.new_context(viewport={"width": 1280, "height": 760})
+        admin = await ctx4.new_page()
+        await admin.goto(f"http://127.0.0.1:{port}/admin")
+        joins = admin.locator("#joins tbody tr")
+        await expect(joins).to_have_count(2, timeout=TIMEOUT)  # alice's and bob's memberships
+        alice_row = joins.filter(has_text=alice)
+        await expect(alice_row).to_contain_text(ROOM)
+        await expect(alice_row).to_contain_text(str(remaining[0].jid))
+        await expect(admin.locator("#rooms tbody tr").filter(has_text=ROOM)).to_contain_text("2")
+        await admin.screenshot(path=artifacts / "05-admin-status.png", full_page=True)
+
+        for ctx in (ctx2, ctx3, ctx4):
+            await ctx.close()
