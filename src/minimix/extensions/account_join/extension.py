@@ -262,6 +262,11 @@ class AccountJoin(Extension):
                 if create is None:
                     return False
                 occ = self.registry.get_or_create(account, room, create)
+                if self.archive_store is not None:
+                    # What the account archived from this room before: the gap starts there.
+                    last = self.archive_store.last_room_stanza(str(account), str(room))
+                    if last is not None:
+                        occ.last_room_stanza_id, occ.last_stamp = last
             actions = step(occ)
             if actions is None:
                 self.registry.discard_if_done(account, room)
