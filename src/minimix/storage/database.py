@@ -169,20 +169,29 @@ class _Transaction:
         return self.db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        conn = self.db._conn
         try:
-            try:
-                self.db._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-            except sqlite3.Error as err:
-                if exc_type is None:
-                    try:
-                        self.db._conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                raise StorageError.wrap(err) from err
+            if exc_type is None:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as err:
+                    _rollback(conn)
+                    raise StorageError.wrap(err) from err
+            else:
+                _rollback(conn)
         finally:
             self.db._lock.release()
         if isinstance(exc, sqlite3.Error):
             raise StorageError.wrap(exc) from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open; SQLite may have done it already (after SQLITE_FULL, say)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("rollback failed")
 
 
 def _split(sql: str) -> list[str]:
