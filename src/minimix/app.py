@@ -142,6 +142,7 @@ class Server:
     def _wire_account_data(self) -> None:
         """The account's archive, carbons, PEP, bookmarks, client state (XEP-0313, 0280...)."""
         from minimix.extensions.archive.user import UserArchive
+        from minimix.extensions.bookmarks import Bookmarks
         from minimix.extensions.carbons import Carbons
         from minimix.extensions.client_state import ClientState
         from minimix.extensions.pep import Pep
@@ -163,7 +164,8 @@ class Server:
         self.pubsub_store = PubsubStore(self.db)
         self.pep = Pep(self.router, self.sessions, self.pubsub_store, self.roster_store, c.domain)
         self.pep.find_disco = lambda: getattr(self, "disco", None)
-        self.extensions += [self.archive, self.carbons, self.client_state, self.pep]
+        self.bookmarks = Bookmarks(self.pep, self.documents)
+        self.extensions += [self.archive, self.carbons, self.client_state, self.pep, self.bookmarks]
 
     def _wire_account_join(self) -> None:
         """Account-join: the account is the room occupant (``[account_join]``)."""

@@ -12,7 +12,10 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from tests.support import Client
+from minimix.protocol.jid import JID
+from minimix.storage.stores import RosterItem
+from tests.e2e.raw_client import SASL_NS, RawClient
+from tests.support import Client, Running, connect
 
 MAM = "urn:xmpp:mam:2"
 RSM = "http://jabber.org/protocol/rsm"
@@ -195,3 +198,152 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
 async def close(*clients: Client) -> None:
     """End each client's stream and wait for the server to close it."""
     await asyncio.gather(*(c.disconnect() for c in clients), return_exceptions=True)
+
+
+# ---------------------------------------------------------------------- PEP
+PUBSUB = "http://jabber.org/protocol/pubsub"
+OWNER = f"{PUBSUB}#owner"
+EVENT = f"{PUBSUB}#event"
+ERRORS = f"{PUBSUB}#errors"
+MOOD = "urn:example:mood"
+PEP_PLUGINS = ("xep_0030", "xep_0199", "xep_0115", "xep_0163")
+
+
+async def pep_client(srv: Running, jid: str, *interests: str) -> Client:
+    """A slixmpp client whose caps ask for ``interests``; returns once the server knows them."""
+    c = await connect(srv, jid, plugins=PEP_PLUGINS, presence=False)
+    for node in interests:
+        c.plugin["xep_0163"].add_interest(node)
+    await c.plugin["xep_0115"].update_caps(broadcast=False)
+    c.send_presence()
+    await c.get_roster()
+    full = JID.parse(jid)
+    await eventually(lambda: full in srv.server.pep.caps.of_jid)
+    for node in interests:
+        assert f"{node}+notify" in srv.server.pep.caps.features(full)
+    return c
+
+
+def events(client: Client) -> Capture:
+    return Capture(client, f"{{jabber:client}}message/{{{EVENT}}}event")
+
+
+def friends(srv: Running, a: str, b: str) -> None:
+    srv.server.roster_store.put(a, RosterItem(f"{b}@localhost", subscription="both"))
+    srv.server.roster_store.put(b, RosterItem(f"{a}@localhost", subscription="both"))
+
+
+def mood(text: str) -> str:
+    return f"<mood xmlns='{MOOD}'>{text}</mood>"
+
+
+async def publish(
+    client: Client,
+    node: str,
+    payload: str,
+    item_id: str = "",
+    options: str = "",
+    to: str | None = None,
+) -> ET.Element:
+    item_attr = f" id='{item_id}'" if item_id else ""
+    extra = ""
+    if options:
+        extra = (
+            "<publish-options><x xmlns='jabber:x:data' type='submit'>"
+            "<field var='FORM_TYPE' type='hidden'>"
+            f"<value>{PUBSUB}#publish-options</value></field>{options}</x></publish-options>"
+        )
+    return await iq_xml(
+        client,
+        "set",
+        f"<pubsub xmlns='{PUBSUB}'><publish node='{node}'><item{item_attr}>{payload}</item>"
+        f"</publish>{extra}</pubsub>",
+        to=to,
+    )
+
+
+def option(var: str, value: str) -> str:
+    return f"<field var='pubsub#{var}'><value>{value}</value></field>"
+
+
+async def items(client: Client, owner: str, node: str, extra: str = "") -> ET.Element:
+    return await iq_xml(
+        client, "get", f"<pubsub xmlns='{PUBSUB}'><items node='{node}'{extra}/></pubsub>", to=owner
+    )
+
+
+def item_ids(result: ET.Element) -> list[str]:
+    return [i.get("id", "") for i in result.iter(f"{{{PUBSUB}}}item")]
+
+
+def app_error(err: ET.Element) -> str:
+    for c in err:
+        if c.tag.startswith(f"{{{ERRORS}}}"):
+            return c.tag.split("}")[1]
+    return ""
+
+
+# ---------------------------------------------------------------------- stream management
+SM = "urn:xmpp:sm:3"
+STANZA_TAGS = {f"{{{CLIENT}}}message", f"{{{CLIENT}}}presence", f"{{{CLIENT}}}iq"}
+
+
+class SmClient:
+    """A raw client that counts what it handles (``h``) and acknowledges only when told."""
+
+    def __init__(self, raw: RawClient) -> None:
+        self.raw = raw
+        self.h = 0
+        self.sm_id = ""
+        self.bodies: list[str] = []
+
+    @classmethod
+    async def login(cls, srv: Running, user: str, resource: str) -> SmClient:
+        raw = await RawClient().login(srv.port, user, ca=srv.ca, resource=resource)
+        client = cls(raw)
+        raw.send_raw(f"<enable xmlns='{SM}' resume='true'/>")
+        enabled = await raw.recv_until(f"{{{SM}}}enabled")
+        assert enabled.get("resume") in ("true", "1")
+        client.sm_id = enabled.get("id", "")
+        raw.send_raw("<presence/>")
+        return client
+
+    async def next_stanza(self, timeout: float = 5.0) -> ET.Element:
+        """The next stanza (counted); ack requests and acks are skipped."""
+        while True:
+            el = await self.raw.recv(timeout)
+            if el.tag in STANZA_TAGS:
+                self.h += 1
+                text = el.findtext(f"{{{CLIENT}}}body")
+                if el.tag == f"{{{CLIENT}}}message" and text is not None:
+                    self.bodies.append(text)
+                return el
+
+    async def read_bodies(self, n: int, timeout: float = 5.0) -> list[str]:
+        """Handle stanzas until ``n`` more message bodies arrived; returns those bodies."""
+        start = len(self.bodies)
+        while len(self.bodies) < start + n:
+            await self.next_stanza(timeout)
+        return self.bodies[start:]
+
+    def ack(self) -> None:
+        self.raw.send_raw(f"<a xmlns='{SM}' h='{self.h}'/>")
+
+    def kill(self) -> None:
+        """Drop the TCP connection without closing the stream (a phone losing its network)."""
+        assert self.raw.writer is not None
+        self.raw.writer.transport.abort()
+
+    async def resume(self, srv: Running, user: str) -> tuple[RawClient, ET.Element]:
+        """A new connection that asks to resume; returns it and <resumed/> (or <failed/>)."""
+        raw = RawClient()
+        await raw.connect(srv.port, srv.ca)
+        await raw.start()
+        await raw.starttls()
+        result = await raw.authenticate(user, "secret", "SCRAM-SHA-256")
+        assert result.tag == f"{{{SASL_NS}}}success"
+        features = await raw.start()
+        assert features.find(f"{{{SM}}}sm") is not None
+        raw.send_raw(f"<resume xmlns='{SM}' previd='{self.sm_id}' h='{self.h}'/>")
+        answer = await raw.wait_for(lambda el: el.tag in (f"{{{SM}}}resumed", f"{{{SM}}}failed"))
+        return raw, answer

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from minimix.storage.stores import RosterItem
-from tests.e2e.account_data_helpers import Capture, body, close, send_xml, settle
+from tests.e2e.account_data_helpers import Capture, SmClient, body, close, send_xml, settle
 from tests.support import Client, Running, connect, running_server
 
 CSI = "urn:xmpp:csi:0"
@@ -135,8 +135,6 @@ async def test_group_chat_waits_unless_it_mentions_the_client(tmp_path: Path) ->
 
 
 async def test_resumed_stream_starts_active(tmp_path: Path) -> None:
-    from tests.e2e.test_stream_management import SmClient
-
     async with running_server(tmp_path, account_join={"enabled": False}) as srv:
         srv.add_user("alice")
         bob = srv.add_user("bob")

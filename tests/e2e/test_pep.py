@@ -2,101 +2,29 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from minimix.protocol.jid import JID
-from minimix.storage.stores import RosterItem
 from tests.e2e.account_data_helpers import (
-    Capture,
+    EVENT,
+    MOOD,
+    OWNER,
+    PEP_PLUGINS,
+    PUBSUB,
+    app_error,
     close,
     error_condition,
-    eventually,
+    events,
+    friends,
     iq_xml,
+    item_ids,
+    items,
+    mood,
+    option,
+    pep_client,
+    publish,
     settle,
 )
-from tests.support import Client, Running, connect, running_server
-
-PUBSUB = "http://jabber.org/protocol/pubsub"
-OWNER = f"{PUBSUB}#owner"
-EVENT = f"{PUBSUB}#event"
-ERRORS = f"{PUBSUB}#errors"
-MOOD = "urn:example:mood"
-PEP_PLUGINS = ("xep_0030", "xep_0199", "xep_0115", "xep_0163")
-
-
-async def pep_client(srv: Running, jid: str, *interests: str) -> Client:
-    """A slixmpp client whose caps ask for ``interests``; returns once the server knows them."""
-    c = await connect(srv, jid, plugins=PEP_PLUGINS, presence=False)
-    for node in interests:
-        c.plugin["xep_0163"].add_interest(node)
-    await c.plugin["xep_0115"].update_caps(broadcast=False)
-    c.send_presence()
-    await c.get_roster()
-    full = JID.parse(jid)
-    await eventually(lambda: full in srv.server.pep.caps.of_jid)
-    for node in interests:
-        assert f"{node}+notify" in srv.server.pep.caps.features(full)
-    return c
-
-
-def events(client: Client) -> Capture:
-    return Capture(client, f"{{jabber:client}}message/{{{EVENT}}}event")
-
-
-def friends(srv: Running, a: str, b: str) -> None:
-    srv.server.roster_store.put(a, RosterItem(f"{b}@localhost", subscription="both"))
-    srv.server.roster_store.put(b, RosterItem(f"{a}@localhost", subscription="both"))
-
-
-def mood(text: str) -> str:
-    return f"<mood xmlns='{MOOD}'>{text}</mood>"
-
-
-async def publish(
-    client: Client,
-    node: str,
-    payload: str,
-    item_id: str = "",
-    options: str = "",
-    to: str | None = None,
-) -> ET.Element:
-    item_attr = f" id='{item_id}'" if item_id else ""
-    extra = ""
-    if options:
-        extra = (
-            "<publish-options><x xmlns='jabber:x:data' type='submit'>"
-            "<field var='FORM_TYPE' type='hidden'>"
-            f"<value>{PUBSUB}#publish-options</value></field>{options}</x></publish-options>"
-        )
-    return await iq_xml(
-        client,
-        "set",
-        f"<pubsub xmlns='{PUBSUB}'><publish node='{node}'><item{item_attr}>{payload}</item>"
-        f"</publish>{extra}</pubsub>",
-        to=to,
-    )
-
-
-def option(var: str, value: str) -> str:
-    return f"<field var='pubsub#{var}'><value>{value}</value></field>"
-
-
-async def items(client: Client, owner: str, node: str, extra: str = "") -> ET.Element:
-    return await iq_xml(
-        client, "get", f"<pubsub xmlns='{PUBSUB}'><items node='{node}'{extra}/></pubsub>", to=owner
-    )
-
-
-def item_ids(result: ET.Element) -> list[str]:
-    return [i.get("id", "") for i in result.iter(f"{{{PUBSUB}}}item")]
-
-
-def app_error(err: ET.Element) -> str:
-    for c in err:
-        if c.tag.startswith(f"{{{ERRORS}}}"):
-            return c.tag.split("}")[1]
-    return ""
+from tests.support import Client, connect, running_server
 
 
 async def test_notifications_reach_only_clients_that_asked(tmp_path: Path) -> None:

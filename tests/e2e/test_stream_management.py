@@ -4,10 +4,11 @@ messages it never acknowledged reach the account again (another client or offlin
 from __future__ import annotations
 
 import asyncio
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tests.e2e.account_data_helpers import (
+    SM,
+    SmClient,
     body,
     capture_messages,
     close,
@@ -15,72 +16,8 @@ from tests.e2e.account_data_helpers import (
     mam,
     settle,
 )
-from tests.e2e.raw_client import CLIENT, SASL_NS, RawClient
-from tests.support import Running, connect, running_server
-
-SM = "urn:xmpp:sm:3"
-STANZAS = {f"{{{CLIENT}}}message", f"{{{CLIENT}}}presence", f"{{{CLIENT}}}iq"}
-
-
-class SmClient:
-    """A raw client that counts what it handles (``h``) and acknowledges only when told."""
-
-    def __init__(self, raw: RawClient) -> None:
-        self.raw = raw
-        self.h = 0
-        self.sm_id = ""
-        self.bodies: list[str] = []
-
-    @classmethod
-    async def login(cls, srv: Running, user: str, resource: str) -> SmClient:
-        raw = await RawClient().login(srv.port, user, ca=srv.ca, resource=resource)
-        client = cls(raw)
-        raw.send_raw(f"<enable xmlns='{SM}' resume='true'/>")
-        enabled = await raw.recv_until(f"{{{SM}}}enabled")
-        assert enabled.get("resume") in ("true", "1")
-        client.sm_id = enabled.get("id", "")
-        raw.send_raw("<presence/>")
-        return client
-
-    async def next_stanza(self, timeout: float = 5.0) -> ET.Element:
-        """The next stanza (counted); ack requests and acks are skipped."""
-        while True:
-            el = await self.raw.recv(timeout)
-            if el.tag in STANZAS:
-                self.h += 1
-                text = el.findtext(f"{{{CLIENT}}}body")
-                if el.tag == f"{{{CLIENT}}}message" and text is not None:
-                    self.bodies.append(text)
-                return el
-
-    async def read_bodies(self, n: int, timeout: float = 5.0) -> list[str]:
-        """Handle stanzas until ``n`` more message bodies arrived; returns those bodies."""
-        start = len(self.bodies)
-        while len(self.bodies) < start + n:
-            await self.next_stanza(timeout)
-        return self.bodies[start:]
-
-    def ack(self) -> None:
-        self.raw.send_raw(f"<a xmlns='{SM}' h='{self.h}'/>")
-
-    def kill(self) -> None:
-        """Drop the TCP connection without closing the stream (a phone losing its network)."""
-        assert self.raw.writer is not None
-        self.raw.writer.transport.abort()
-
-    async def resume(self, srv: Running, user: str) -> tuple[RawClient, ET.Element]:
-        """A new connection that asks to resume; returns it and <resumed/> (or <failed/>)."""
-        raw = RawClient()
-        await raw.connect(srv.port, srv.ca)
-        await raw.start()
-        await raw.starttls()
-        result = await raw.authenticate(user, "secret", "SCRAM-SHA-256")
-        assert result.tag == f"{{{SASL_NS}}}success"
-        features = await raw.start()
-        assert features.find(f"{{{SM}}}sm") is not None
-        raw.send_raw(f"<resume xmlns='{SM}' previd='{self.sm_id}' h='{self.h}'/>")
-        answer = await raw.wait_for(lambda el: el.tag in (f"{{{SM}}}resumed", f"{{{SM}}}failed"))
-        return raw, answer
+from tests.e2e.raw_client import CLIENT, RawClient
+from tests.support import connect, running_server
 
 
 async def test_killed_client_resumes_and_gets_exactly_what_it_missed(tmp_path: Path) -> None:
