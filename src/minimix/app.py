@@ -145,6 +145,7 @@ class Server:
         from minimix.extensions.bookmarks import Bookmarks
         from minimix.extensions.carbons import Carbons
         from minimix.extensions.client_state import ClientState
+        from minimix.extensions.displayed_markers import DisplayedMarkers
         from minimix.extensions.pep import Pep
         from minimix.storage.archive import ArchiveStore
         from minimix.storage.pubsub import PubsubStore
@@ -165,7 +166,15 @@ class Server:
         self.pep = Pep(self.router, self.sessions, self.pubsub_store, self.roster_store, c.domain)
         self.pep.find_disco = lambda: getattr(self, "disco", None)
         self.bookmarks = Bookmarks(self.pep, self.documents)
-        self.extensions += [self.archive, self.carbons, self.client_state, self.pep, self.bookmarks]
+        self.displayed_markers = DisplayedMarkers(self.pep)
+        self.extensions += [
+            self.archive,
+            self.carbons,
+            self.client_state,
+            self.pep,
+            self.bookmarks,
+            self.displayed_markers,
+        ]
 
     def _wire_account_join(self) -> None:
         """Account-join: the account is the room occupant (``[account_join]``)."""
