@@ -401,17 +401,20 @@ class Room:
     ) -> None:
         """§7.1 order: other occupants, self-presence (110 last), history, subject."""
         sees = self.config.non_anonymous or occ.role == "moderator"
+        to = str(real)
         for other in self.occupants.values():
             if other is not occ and other.primary is not None:
-                fx.out.append(copy_shallow(self._presence(other, with_jid=sees), to=str(real)))
+                p = self._presence(other, with_jid=sees)
+                p.set("to", to)
+                fx.out.append(p)
         codes = [SELF, *extra_codes]
         if self.config.non_anonymous:
             codes.append(NON_ANONYMOUS)
         if self.logging:
             codes.append(LOGGING)
         own = self._presence(occ, with_jid=True, codes=codes, id_=join_id)
-        fx.out.append(copy_shallow(own, to=str(real)))
-        to = str(real)
+        own.set("to", to)
+        fx.out.append(own)
         for entry in self.history.select(req, now):
             fx.out.append(copy_shallow(entry.stanza, to=to))
         fx.out.append(self._subject_message(real))
@@ -522,10 +525,13 @@ class Room:
             extra.append(NICK_MODIFIED)
         if existing is not None:
             # Another session of the same user under the same nick (§7.2.8).
+            before = self._payload_key(existing)
             existing.sessions[frm] = stanza
             existing.primary = frm
             self._by_real[frm] = existing
-            self._broadcast(fx, existing, self_sessions=[s for s in existing.sessions if s != frm])
+            if before != self._payload_key(existing):
+                others = [s for s in existing.sessions if s != frm]
+                self._broadcast(fx, existing, self_sessions=others)
             self._send_join_sequence(fx, existing, frm, stanza.get("id"), req, now, extra)
             return fx
         occ = Occupant(
