@@ -1,4 +1,4 @@
-"""Helpers for the account-data end-to-end tests: archive queries, stanza capture, carbons."""
+"""Shared code of the account-data end-to-end tests: archive queries, stanza capture, PEP."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """XEP-0313 Message Archive Management: the wire format, shared by user and room archives.
 
-Pure helpers, no server state: read a ``<query/>`` (data form + XEP-0059 ``<set/>`` +
+Pure functions, no server state: read a ``<query/>`` (data form + XEP-0059 ``<set/>`` +
 ``<flip-page/>``) into an :class:`ArchiveQuery`, write the result messages and the ``<fin/>``,
 and describe the query form. Timestamps use the XEP-0082 DateTime profile.
 """
