@@ -182,23 +182,34 @@ class Server:
         if not c.account_join.enabled:
             return
         from minimix.extensions.account_join import AccountJoin, Settings
+        from minimix.extensions.bookmark_events import Bookmark
         from minimix.extensions.registration import Registration
+        from minimix.protocol.jid import JID
         from minimix.storage.account_join import AccountJoinStore
 
         bookmarks = getattr(self, "bookmarks", None)
+
+        def autojoin_bookmarks() -> list[tuple[JID, Bookmark]]:
+            """Every account's autojoin bookmarks: the rooms to be in at start (§7.3)."""
+            if bookmarks is None:
+                return []
+            out: list[tuple[JID, Bookmark]] = []
+            for user in self.accounts.list():
+                account = JID(user, c.domain, "")
+                out += [(account, b) for b in bookmarks.bookmarks(account) if b.autojoin]
+            return out
+
         self.account_join = AccountJoin(
             domain=c.domain,
             router=self.router,
             sessions=self.sessions,
             store=AccountJoinStore(self.db),
-            settings=Settings(
-                linger=c.account_join.linger, default_history=c.muc.default_history
-            ),
+            settings=Settings(linger=c.account_join.linger, default_history=c.muc.default_history),
             archive=getattr(self, "archive", None),
             archive_store=getattr(self, "archive_store", None),
             carbons=getattr(self, "carbons", None),
             self_ping_interval=c.account_join.self_ping_interval,
-            autojoin_bookmarks=getattr(bookmarks, "autojoin_bookmarks", None),
+            autojoin_bookmarks=autojoin_bookmarks,
         )
         self.services.on_session_ended.append(self.account_join.session_ended)
         registration = next((e for e in self.extensions if isinstance(e, Registration)), None)
