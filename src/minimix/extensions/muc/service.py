@@ -12,6 +12,7 @@ disco on the service, room creation policy, ghost removal (333) and the shutdown
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -99,6 +100,7 @@ class MucService(Extension):
         self._persisted: set[str] = set()
         self._inbox: deque[Element] = deque()
         self._busy = False
+        self._resumer: asyncio.Task[None] | None = None
         self._stopped = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -156,8 +158,10 @@ class MucService(Extension):
     async def receive(self, stanza: Element) -> None:
         """Take a stanza from the router; handled in arrival order (see the module docstring)."""
         self._inbox.append(stanza)
-        if self._busy:
-            return
+        if not self._busy:
+            await self._drain()
+
+    async def _drain(self) -> None:
         self._busy = True
         try:
             while self._inbox:
@@ -169,6 +173,9 @@ class MucService(Extension):
                     await self._refuse(el, StanzaError("internal-server-error"))
         finally:
             self._busy = False
+            if self._inbox:
+                # The task draining the inbox was cancelled: finish in a task of our own.
+                self._resumer = asyncio.get_running_loop().create_task(self._drain())
 
     async def _send(self, el: Element) -> None:
         self.router.count("muc_stanzas_out")
