@@ -18,7 +18,7 @@ async def test_offline_messages_are_delivered_at_login_with_delay(tmp_path: Path
         a = await connect(srv, f"{alice}/phone")
         for i in range(3):
             a.send_message(mto=bob, mbody=f"while you were out {i}", mtype="chat")
-        a.send_message(mto=f"{bob}/some-resource", mbody="to a resource", mtype="normal")
+        a.send_message(mto="Bob@LocalHost/some-resource", mbody="to a resource", mtype="normal")
         await asyncio.sleep(0.3)
         assert srv.server.offline_store.count("bob") == 4
         b = await connect(srv, f"{bob}/laptop", plugins=("xep_0030", "xep_0203"))

@@ -597,9 +597,13 @@ class ClientConnection:
                 return
         el.set("from", str(session.jid))
         to = el.get("to")
-        if to is not None and try_parse(to) is None:
-            self._reply_error(el, StanzaError("jid-malformed"))
-            return
+        if to is not None:
+            to_jid = try_parse(to)
+            if to_jid is None:
+                self._reply_error(el, StanzaError("jid-malformed"))
+                return
+            to = str(to_jid)
+            el.set("to", to)  # prepared once here: features compare addresses as strings
         if (
             len(el) == 1
             and el[0].tag == _SESSION_REQUEST

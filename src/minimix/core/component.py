@@ -99,8 +99,11 @@ class ComponentConnection:
             if frm is None or frm.domain != self.domain:
                 self.close(StreamError("invalid-from", "send from your own domain"))
                 return
-            if try_parse(el.get("to")) is None:
+            to = try_parse(el.get("to"))
+            if to is None:
                 return
+            el.set("to", str(to))
+            el.set("from", str(frm))
             await self.router.route(el, self)
         elif isinstance(ev, StreamClosed):
             self.close()
