@@ -227,3 +227,13 @@ def test_cancelling_the_first_configuration_destroys_a_locked_room() -> None:
     room.locked = True
     fx = owner_set(room, cancel, OWNER, 50)
     assert fx.closed and fx.destroyed
+
+
+def test_a_domain_ban_removes_and_keeps_out_that_domain() -> None:
+    room = make_room()
+    fx = admin_set(room, admin("<item affiliation='outcast' jid='localhost'/>"), OWNER)
+    # Occupants of that domain without an affiliation of their own are removed.
+    assert codes(to(fx, GUEST)[0]) == {"110", "301"}
+    assert set(room.occupants) == {"crone", "wicca", "hag"}
+    assert room.affiliation(JID.parse("someone@localhost")) == "outcast"
+    assert room.affiliation(OWNER.bare) == "owner"

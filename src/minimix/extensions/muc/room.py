@@ -990,7 +990,17 @@ class Room:
                 reserved = ""
             self.affiliations[bare] = Affiliation(affiliation, reserved, reason or "")
         fx.affiliations.add(bare)
-        for occ in [o for o in self.occupants.values() if o.bare == bare]:
+        domain_ban = affiliation == "outcast" and not bare.local
+        for occ in [
+            o
+            for o in self.occupants.values()
+            if o.bare == bare
+            or (
+                domain_ban
+                and o.bare.domain == bare.domain
+                and self.affiliation(o.bare) == "outcast"
+            )
+        ]:
             if affiliation == "outcast":
                 self.remove(fx, occ, [BANNED], actor=actor, reason=reason, affiliation="outcast")
             elif self.config.members_only and affiliation == "none":
