@@ -14,6 +14,7 @@ STREAM = "http://etherx.jabber.org/streams"
 TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+SM = "urn:xmpp:sm:3"
 
 
 class RawClient:
@@ -27,6 +28,7 @@ class RawClient:
         self._depth = 0
         self._reading: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self.handled = 0
 
     # ------------------------------------------------------------------ stream plumbing
     def _open_stream(self) -> None:
@@ -57,7 +59,23 @@ class RawClient:
                 raise ConnectionError("stream closed")
             self._parser.feed(data)
 
-    async def connect(self, user: str, password: str, resource: str) -> None:
+    async def connect(
+        self, user: str, password: str, resource: str, resume: tuple[str, int] | None = None
+    ) -> None:
+        """Log in and bind ``resource``; or, with ``resume=(previd, h)``, resume that stream
+        (XEP-0198) instead of binding."""
+        await self._authenticate(user, password)
+        if resume is not None:
+            previd, h = resume
+            self.send(f"<resume xmlns='{SM}' previd='{previd}' h='{h}'/>")
+            answer = await self._next_element()
+            assert answer.tag == f"{{{SM}}}resumed", ET.tostring(answer)
+            self.handled = h  # the count goes on from the resumed stream (XEP-0198 §5)
+            self._reading = asyncio.ensure_future(self._read_forever())
+            return
+        await self._bind(resource)
+
+    async def _authenticate(self, user: str, password: str) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self._open_stream()
         features = await self._next_element()
@@ -77,6 +95,8 @@ class RawClient:
         assert outcome.tag == f"{{{SASL}}}success", ET.tostring(outcome)
         self._open_stream()
         await self._next_element()  # features: bind
+
+    async def _bind(self, resource: str) -> None:
         self.send(
             f"<iq type='set' id='bind1'><bind xmlns='{BIND}'><resource>{resource}</resource>"
             "</bind></iq>"
@@ -87,10 +107,31 @@ class RawClient:
         self.send("<presence/>")
         self._reading = asyncio.ensure_future(self._read_forever())
 
+    async def enable_stream_management(self) -> str:
+        """XEP-0198 with resumption; returns the stream id to resume. Stanzas are counted."""
+        self.send(f"<enable xmlns='{SM}' resume='true'/>")
+        enabled = await self.take(lambda el: el.tag == f"{{{SM}}}enabled")
+        return enabled.get("id", "")
+
+    def drop(self) -> None:
+        """Lose the connection without closing the stream (a phone entering a tunnel)."""
+        if self.writer is not None:
+            transport = self.writer.transport
+            transport.abort()
+        if self._reading is not None:
+            self._reading.cancel()
+
     async def _read_forever(self) -> None:
         try:
             while True:
                 el = await self._next_element()
+                if el.tag == f"{{{SM}}}enabled":
+                    self.handled = 0  # counting starts here (XEP-0198 §4)
+                if el.tag == f"{{{SM}}}r":
+                    self.send(f"<a xmlns='{SM}' h='{self.handled}'/>")
+                    continue
+                if el.tag.split("}", 1)[-1] in ("message", "presence", "iq"):
+                    self.handled += 1
                 self.inbox.append(el)
                 self._changed.set()
         except (ConnectionError, asyncio.CancelledError, ET.ParseError):

@@ -139,6 +139,23 @@ class TestSelfPresenceFirstTime:
         hist = [a for a in acts if isinstance(a, m.SendHistory)]
         assert hist == [m.SendHistory(A, m.HistoryRequest(maxstanzas=3))]
 
+    def test_a_room_created_with_no_client_waiting_is_made_an_instant_room(self) -> None:
+        occ = make_occupancy()
+        occ.bookmark_set(True, None, None)
+        occ.room_presence(self_presence(codes=(110, 201)))
+        acts = occ.room_message(subject())
+        (iq,) = to_room(acts)
+        assert iq.get("type") == "set" and iq.get("to") == str(ROOM)
+        assert iq.get("from") == str(ACCOUNT)
+        form = iq.find("{http://jabber.org/protocol/muc#owner}query/{jabber:x:data}x")
+        assert form is not None and form.get("type") == "submit"
+
+    def test_the_creating_client_configures_the_room_itself(self) -> None:
+        occ = make_occupancy()
+        occ.client_join(A, join(A))
+        occ.room_presence(self_presence(codes=(110, 201)))
+        assert to_room(occ.room_message(subject())) == []
+
     def test_history_from_the_room_is_archived_before_any_client_is_served(self) -> None:
         occ = make_occupancy()
         acts = bring_to_joined(occ)

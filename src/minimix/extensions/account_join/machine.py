@@ -419,6 +419,8 @@ class Occupancy:
         self.rejoin = False
         self.previous_occupants = None
         self.previous_subject = None
+        if self.created and self.creator not in self.pending:
+            acts.append(ToRoom(self._instant_room()))
         for client, pj in list(self.pending.items()):
             self.joined[client] = self.client_presence.get(
                 client, ClientPresence(None, None, self._tick())
@@ -438,6 +440,15 @@ class Occupancy:
         if not self.joined:
             acts += self._went_quiet()
         return acts
+
+    def _instant_room(self) -> Element:
+        """The account created the room and no client is there to configure it: accept the
+        default configuration (XEP-0045 §10.1.2), or the room would stay locked to everyone."""
+        log.info("%s created %s; making it an instant room", self.account, self.room)
+        iq = make("iq", to=self.room, from_=self.account, type_="set", id_=self.ids())
+        query = SubElement(iq, tag(ns.MUC_OWNER, "query"))
+        SubElement(query, tag(ns.DATA, "x"), {"type": "submit"})
+        return iq
 
     def _diff_after_rejoin(self, clients: tuple[JID, ...]) -> list[Action]:
         """After a transparent rejoin, tell attached clients only what changed meanwhile."""
