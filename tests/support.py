@@ -139,11 +139,14 @@ async def connect(
 
 
 async def disconnect(*clients: Client) -> None:
+    # Take each client's "disconnected" future before asking it to close: slixmpp replaces the
+    # future once it resolves, and waiting on the replacement would sit out the whole timeout.
+    waiting = [c.disconnected for c in clients]
     for c in clients:
         c.disconnect()
-    for c in clients:
+    for fut in waiting:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(c.disconnected, 3)
+            await asyncio.wait_for(asyncio.shield(fut), 3)
 
 
 class ServerProcess:
