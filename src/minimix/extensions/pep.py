@@ -55,6 +55,8 @@ _FIELD = tag(ns.DATA, "field")
 _VALUE = tag(ns.DATA, "value")
 _CAPS = tag(ns.CAPS, "c")
 _DISCO_INFO_QUERY = tag(ns.DISCO_INFO, "query")
+_MUC_USER_X = tag(ns.MUC_USER, "x")
+_MAX_PENDING_QUERIES = 1000
 
 MAX_ITEMS_LIMIT = 1000  # what "max" means, and the most a node keeps
 
@@ -285,6 +287,8 @@ class CapsCache:
             self.of_jid[jid] = cached
             return True
         qid = new_id()
+        if len(self._pending) >= _MAX_PENDING_QUERIES:
+            self._pending.pop(next(iter(self._pending)))  # a client that never answered
         self._pending[qid] = (jid, key)
         iq = make("iq", to=jid, from_=self.domain, type_="get", id_=qid)
         SubElement(iq, _DISCO_INFO_QUERY, {"node": f"{key[2]}#{key[1]}"})
@@ -626,6 +630,8 @@ class Pep(Extension):
         frm = try_parse(stanza.get("from"))
         if to is None or frm is None or not frm.resource or frm.bare == to.bare:
             return False
+        if stanza.find(_MUC_USER_X) is not None:
+            return False  # a room occupant, not a contact's client
         ptype = stanza.get("type")
         owner = to.bare
         if ptype is None:
