@@ -147,6 +147,7 @@ class Server:
         from minimix.extensions.client_state import ClientState
         from minimix.extensions.displayed_markers import DisplayedMarkers
         from minimix.extensions.pep import Pep
+        from minimix.extensions.registration import Registration
         from minimix.storage.archive import ArchiveStore
         from minimix.storage.pubsub import PubsubStore
 
@@ -175,6 +176,17 @@ class Server:
             self.bookmarks,
             self.displayed_markers,
         ]
+        registration = next((e for e in self.extensions if isinstance(e, Registration)), None)
+        if registration is not None:
+            previous = registration.on_account_deleted
+
+            async def forget_account_data(username: str) -> None:
+                await previous(username)
+                bare = f"{username}@{c.domain}"
+                self.archive_store.delete_archive(bare)
+                self.pubsub_store.delete_owner(bare)
+
+            registration.on_account_deleted = forget_account_data
 
     def _wire_account_join(self) -> None:
         """Account-join: the account is the room occupant (``[account_join]``)."""

@@ -304,3 +304,28 @@ async def test_archiving_can_be_switched_off(tmp_path: Path) -> None:
         err = await iq_xml(a, "get", f"<prefs xmlns='{MAM}'/>")
         assert error_condition(err) == "service-unavailable"
         await close(a, b)
+
+
+async def test_a_removed_account_leaves_no_archive_or_pep_data(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as srv:
+        alice, bob = srv.add_user("alice"), srv.add_user("bob")
+        a = await connect(srv, f"{alice}/phone")
+        b = await connect(srv, f"{bob}/desk")
+        b.send_message(mto=alice, mbody="remember me", mtype="chat")
+        await settle(b, a)
+        await iq_xml(
+            a,
+            "set",
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:example:n'>"
+            "<item id='1'><x xmlns='urn:example:n'/></item></publish></pubsub>",
+        )
+        assert srv.server.archive_store.bounds(alice) is not None
+        assert srv.server.pubsub_store.nodes(alice) != []
+        send_xml(
+            a, "<iq type='set' id='bye'><query xmlns='jabber:iq:register'><remove/></query></iq>"
+        )
+        await eventually(lambda: not srv.server.accounts.exists("alice"))
+        await eventually(lambda: srv.server.archive_store.bounds(alice) is None)
+        assert srv.server.pubsub_store.nodes(alice) == []
+        assert srv.server.archive_store.bounds(bob) is not None  # Bob keeps his own copy
+        await close(a, b)
