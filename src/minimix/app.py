@@ -183,7 +183,7 @@ class Server:
             async def forget_account_data(username: str) -> None:
                 await previous(username)
                 bare = f"{username}@{c.domain}"
-                self.archive_store.delete_archive(bare)
+                self.archive.forget_account(bare)
                 self.pubsub_store.delete_owner(bare)
 
             registration.on_account_deleted = forget_account_data

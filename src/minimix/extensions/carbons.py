@@ -12,7 +12,7 @@ to that room.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +78,7 @@ class Carbons(Extension):
         # Set by account-join when it copies outgoing private messages to rooms itself.
         self.muc_pms_by_join = False
         # Filled by the wiring: the archived copy of an outbound message (with its stanza-id).
-        self.archived_copy: Any = None
+        self.archived_copy: Callable[[Element], Element | None] | None = None
 
     def register(self, hooks: Hooks) -> None:
         hooks.on_iq("set", _ENABLE, self.enable, IqScope.ANY)

@@ -114,6 +114,7 @@ class UserArchive(Extension):
         # The archived copy (with our stanza-id) of each outbound message, for carbons.
         self._sent: weakref.WeakKeyDictionary[Element, Element] = weakref.WeakKeyDictionary()
         self._expiry: asyncio.Task[None] | None = None
+        self._prefs_cache: dict[str, ArchivePrefs] = {}
 
     def register(self, hooks: Hooks) -> None:
         hooks.on_stanza(Direction.INBOUND_BARE, "message", self.inbound, ARCHIVE_PRIORITY)
@@ -139,9 +140,18 @@ class UserArchive(Extension):
             self._expiry = None
 
     # ------------------------------------------------------------------ storing
+    def _prefs(self, account: JID) -> ArchivePrefs:
+        key = str(account)
+        prefs = self._prefs_cache.get(key)
+        if prefs is None:
+            if len(self._prefs_cache) > 10_000:
+                self._prefs_cache.clear()
+            prefs = self._prefs_cache[key] = self.store.prefs(key)
+        return prefs
+
     def allowed(self, account: JID, other: JID) -> bool:
         """The account's preferences (XEP-0313 prefs) for messages with ``other``."""
-        prefs = self.store.prefs(str(account))
+        prefs = self._prefs(account)
         peer = str(other.bare)
         if peer in prefs.never:
             return False
@@ -189,6 +199,11 @@ class UserArchive(Extension):
             with_full=str(with_jid) if with_jid.resource else None,
         )
         return out
+
+    def forget_account(self, account: str) -> None:
+        """A removed account: its archive and preferences go with it."""
+        self.store.delete_archive(account)
+        self._prefs_cache.pop(account, None)
 
     def archived_copy(self, stanza: Element) -> Element | None:
         """The stored copy (with our stanza-id) of an outbound message, while it is routed."""
@@ -279,7 +294,7 @@ class UserArchive(Extension):
 
     async def get_prefs(self, iq: Element, origin: Any) -> Element | None:
         session = self._owner(iq, origin)
-        return prefs_element(self.store.prefs(str(session.account)))
+        return prefs_element(self._prefs(session.account))
 
     async def set_prefs(self, iq: Element, origin: Any) -> Element | None:
         session = self._owner(iq, origin)
@@ -299,6 +314,7 @@ class UserArchive(Extension):
             lists[name] = sorted(set(jids))
         prefs = ArchivePrefs(default, lists["always"], lists["never"])
         self.store.set_prefs(str(session.account), prefs)
+        self._prefs_cache[str(session.account)] = prefs
         return prefs_element(prefs)
 
 
