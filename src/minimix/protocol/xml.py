@@ -288,6 +288,7 @@ class StreamParser:
             raise ParseError("policy-violation", "nesting too deep")
         if self._builder is None:
             self._builder = TreeBuilder()
+            self._mark = self._parser.CurrentByteIndex  # a stanza starts: count from its "<"
         self._builder.start(t, attrs)
 
     def _end(self, name: str) -> None:
@@ -319,7 +320,9 @@ class StreamParser:
         """CDATA sections are allowed (RFC 6120 §11.1 does not restrict them); their text
         arrives through :meth:`_data` like any other text."""
 
-    def _namespace_declared(self, prefix: str | None, uri: str) -> None:
+    def _namespace_declared(self, prefix: str | None, uri: str | None) -> None:
+        if uri is None:  # xmlns="" (back to no namespace)
+            return
         if _BAD_NAMESPACE_CHARS.intersection(uri):
             # A "}" would end the Clark-notation namespace early: the element would be written
             # out under another name, and the recipient would read different XML. Braces and
@@ -355,9 +358,10 @@ class StreamParser:
     def feed(self, data: bytes) -> Iterator[StreamHeader | Element | None]:
         """Feed bytes; yield every event they complete.
 
-        The size limit counts every byte since the last stanza boundary (the end of the stream
-        header, of the last stanza, or whitespace between stanzas), checked after each piece of
-        at most 64 KiB: the parser never holds more than the limit plus one piece.
+        The size limit counts a stanza's bytes from its first ``<`` to its end tag, and while
+        it is incomplete, every byte since the last boundary (the stream header, the end of the
+        last stanza, whitespace between stanzas); checked after each piece of at most 64 KiB, so
+        the parser never holds more than the limit plus one piece.
         """
         if self._closed:
             if data.strip():

@@ -74,6 +74,8 @@ class XmppStream:
             for ev in self._parser.feed(data):
                 if isinstance(ev, StreamHeader):
                     events.append(self._on_header(ev))
+                    if self.closed:  # a bad header: nothing after it counts
+                        break
                 elif ev is None:
                     events.append(StreamClosed())
                 else:
