@@ -117,7 +117,7 @@ def _user(args: argparse.Namespace, config: Config) -> int:
         print(f"password changed for {user}@{config.domain}")
         return 0
     if args.action == "delete":
-        accounts.delete(user)
+        accounts.delete(user, f"{user}@{config.domain}")
         print(f"deleted {user}@{config.domain}")
         return 0
     return 2

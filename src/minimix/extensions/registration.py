@@ -104,7 +104,7 @@ class Registration(Extension):
         q = iq[0]
         user = origin.account.local
         if q.find(tag(ns.REGISTER, "remove")) is not None:
-            self.accounts.delete(user)
+            self.accounts.delete(user, str(origin.account))
             log.info("account %s removed itself", user)
             # XEP-0077 §3.2: the result goes out first, then the account's streams close.
             task = asyncio.get_running_loop().create_task(self._removed(user, origin))

@@ -35,6 +35,19 @@ def _decode(text: str) -> ScramCredentials:
     )
 
 
+# Tables other features keep per account, keyed by the account's bare JID.
+_ACCOUNT_KEYED = (
+    ("archive", "archive"),
+    ("archive_prefs", "archive"),
+    ("pubsub_items", "owner"),
+    ("pubsub_affiliations", "owner"),
+    ("pubsub_subscriptions", "owner"),
+    ("pubsub_nodes", "owner"),
+    ("account_join_clients", "account"),
+    ("account_join_rooms", "account"),
+)
+
+
 class AccountStore:
     """Accounts and their SCRAM keys (never plaintext passwords)."""
 
@@ -69,11 +82,21 @@ class AccountStore:
             > 0
         )
 
-    def delete(self, username: str) -> bool:
+    def delete(self, username: str, bare_jid: str | None = None) -> bool:
+        """Remove the account and everything stored for it (``bare_jid`` keys the data that
+        other features store by address: archive, PEP nodes, room memberships)."""
         with self.db.transaction() as db:
             n = db._conn.execute("DELETE FROM accounts WHERE username=?", (username,)).rowcount
             for table in ("roster", "roster_version", "offline", "documents"):
                 db._conn.execute(f"DELETE FROM {table} WHERE username=?", (username,))
+            if bare_jid:
+                present = {
+                    r[0]
+                    for r in db._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                }
+                for table, column in _ACCOUNT_KEYED:
+                    if table in present:
+                        db._conn.execute(f"DELETE FROM {table} WHERE {column}=?", (bare_jid,))
         return n > 0
 
     def exists(self, username: str) -> bool:
