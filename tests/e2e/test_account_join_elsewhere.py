@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree as ET
 
 from minimix.protocol import ns
 from minimix.protocol.jid import JID
@@ -196,3 +197,60 @@ async def test_gap_beyond_the_rooms_history_is_backfilled_from_the_room_archive(
         assert [got.count(f"missed {i}") for i in range(5)] == [1] * 5
         assert got.count("seen live") == 1
         await close(a1, b)
+
+
+async def test_what_a_room_sends_the_account_is_answered_never_bounced(tmp_path: Path) -> None:
+    async with server_with_component(tmp_path) as srv:
+        tiny = await start_tiny_rooms(ELSEWHERE, SECRET, srv.server.ports["component"])
+        den = tiny.room("den")
+        a1, r1 = await muc_client(srv, "alice", "phone")
+        await join(a1, r1, DEN, "alice")
+
+        def answer(iid: str) -> ET.Element | None:
+            return next((e for e in tiny.received if e.get("id") == iid), None)
+
+        # A ping from the room (Openfire's idle check) is answered as the account.
+        tiny.send_raw_stanza(
+            f"<iq type='get' from='{DEN}' to='{ALICE}' id='idle1'><ping xmlns='{ns.PING}'/></iq>"
+        )
+        await tiny.wait_for(lambda: answer("idle1") is not None)
+        assert answer("idle1").get("type") == "result"  # type: ignore[union-attr]
+        # An occupant's vCard request through the room is answered by the server's handlers.
+        res = await send_iq(a1, "<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>", "", "set")
+        assert res.get("type") == "result"
+        tiny.send_raw_stanza(
+            f"<iq type='get' from='{DEN}/carol' to='{ALICE}' id='vc1'>"
+            "<vCard xmlns='vcard-temp'/></iq>"
+        )
+        await tiny.wait_for(lambda: answer("vc1") is not None)
+        vc = answer("vc1")
+        assert vc is not None and vc.get("type") == "result"
+        assert vc.findtext(".//{vcard-temp}FN") == "Alice"
+        # A request nobody here handles gets an error rooms do not treat as a ghost.
+        tiny.send_raw_stanza(
+            f"<iq type='get' from='{DEN}/carol' to='{ALICE}' id='odd1'>"
+            "<query xmlns='urn:example:unknown'/></iq>"
+        )
+        await tiny.wait_for(lambda: answer("odd1") is not None)
+        odd = answer("odd1")
+        assert odd is not None and odd.get("type") == "error"
+        assert (
+            odd.find(".//{urn:ietf:params:xml:ns:xmpp-stanzas}feature-not-implemented") is not None
+        )
+        # Group chat from a room the account is not in: never bounced; the account leaves it.
+        tiny.send_raw_stanza(
+            f"<message type='groupchat' from='elsewhere@{ELSEWHERE}/x' to='{ALICE}' id='stray1'>"
+            "<body>who are you</body></message>"
+        )
+        await tiny.wait_for(
+            lambda: any(
+                e.get("to", "").startswith(f"elsewhere@{ELSEWHERE}")
+                and e.get("type") == "unavailable"
+                for e in tiny.received
+            )
+        )
+        assert not [e for e in tiny.received if e.get("id") == "stray1"]  # no error came back
+        await no_stanza(r1, lambda el: body(el) == "who are you")
+        assert den.occupants.get("alice") == ALICE
+        await close(a1)
+        tiny.disconnect()

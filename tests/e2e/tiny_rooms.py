@@ -143,6 +143,10 @@ class TinyRoomService(slixmpp.ComponentXMPP):
                     "</presence>"
                 )
 
+    def send_raw_stanza(self, xml: str) -> None:
+        """Anything the room (or an occupant through it) sends, as given."""
+        self._send(xml)
+
     def release_joins(self) -> None:
         self.hold_joins = False
         held, self.held = self.held, []

@@ -628,6 +628,8 @@ class AccountJoin(Extension):
         now = time.monotonic()
         if now - self._strays.get(key, -math.inf) < 60:
             return
+        if len(self._strays) > 4096:
+            self._strays = {k: t for k, t in self._strays.items() if now - t < 60}
         self._strays[key] = now
         account, room = key
         log.info("%s receives group chat from %s without being in it; leaving", account, room)
