@@ -81,12 +81,14 @@ class Server:
         self.muc: Any = None
         self.account_join: Any = None
         self.web: Any = None
+        # Disco reads the extension list (the same list object) when asked, so it can be built
+        # first and handed to features that add disco items.
+        self.disco = Disco(config.domain, self.extensions, self.accounts.exists)
         self._wire_core()
         self._wire_muc()
         self._wire_account_data()
         self._wire_account_join()
         self._wire_web()
-        self.disco = Disco(config.domain, self.extensions, self.accounts.exists)
         self.extensions.insert(0, self.disco)
         for ext in self.extensions:
             ext.register(self.hooks)
@@ -165,7 +167,7 @@ class Server:
         self.client_state = ClientState()
         self.pubsub_store = PubsubStore(self.db)
         self.pep = Pep(self.router, self.sessions, self.pubsub_store, self.roster_store, c.domain)
-        self.pep.find_disco = lambda: getattr(self, "disco", None)
+        self.disco.account_item_providers.append(self.pep.disco_items)
         self.bookmarks = Bookmarks(self.pep, self.documents)
         self.displayed_markers = DisplayedMarkers(self.pep)
         self.extensions += [

@@ -17,6 +17,7 @@ class Extension:
     features: tuple[str, ...] = ()
     account_features: tuple[str, ...] = ()
     identities: tuple[tuple[str, str, str], ...] = ()  # (category, type, name) on the domain
+    account_identities: tuple[tuple[str, str, str], ...] = ()  # ... on every account
 
     def register(self, hooks: Hooks) -> None:
         """Attach handlers. Called once, before the server starts listening."""

@@ -68,7 +68,10 @@ class Disco(Extension):
         if to.local:
             if not self.is_account(to.local):
                 raise StanzaError("service-unavailable")
-            return info_element([("account", "registered", "")], self.account_feature_list(), node)
+            identities = [("account", "registered", "")]
+            for ext in self.extensions:
+                identities.extend(ext.account_identities)
+            return info_element(identities, self.account_feature_list(), node)
         if node:
             raise StanzaError("item-not-found")
         identities = [("server", "im", "minimix")]

@@ -343,6 +343,7 @@ class Pep(Extension):
     """The per-account pubsub service: iq protocol, notifications, and an API for features."""
 
     account_features = (*ACCOUNT_FEATURES,)
+    account_identities = (("pubsub", "pep", ""),)
 
     def __init__(
         self,
@@ -366,9 +367,6 @@ class Pep(Extension):
         self._watchers: dict[str, list[Watcher]] = {}
         self._validators: dict[str, Validator] = {}
         self._defaults: dict[str, dict[str, Any]] = {}
-        # The Disco extension (for the pubsub/pep identity and disco#items), found at start.
-        self.find_disco: Callable[[], Any] = lambda: None
-        self.disco: Any = None
 
     def register(self, hooks: Hooks) -> None:
         hooks.on_iq("set", _PUBSUB, self.pubsub_set, IqScope.ACCOUNT)
@@ -378,13 +376,7 @@ class Pep(Extension):
         hooks.on_stanza(Direction.OUTBOUND, "presence", self.own_presence, Priority.OBSERVE)
         hooks.on_stanza(Direction.INBOUND_BARE, "presence", self.contact_presence, Priority.OBSERVE)
         hooks.on_stanza(Direction.INBOUND_HOST, "iq", self.caps.answer, Priority.NORMAL)
-        hooks.on_stanza(Direction.INBOUND_BARE, "iq", self.account_info, Priority.NORMAL)
         hooks.on_event(ClientUnavailable, self.client_gone)
-
-    async def start(self) -> None:
-        self.disco = self.find_disco()
-        if self.disco is not None and hasattr(self.disco, "account_item_providers"):
-            self.disco.account_item_providers.append(self.disco_items)
 
     # ------------------------------------------------------------------ API for features
     def watch(self, node: str, watcher: Watcher) -> None:
@@ -681,29 +673,6 @@ class Pep(Extension):
             if requester is not None and self.can_read(account, config, node, requester):
                 out.append((str(account), node))
         return out
-
-    async def account_info(self, iq: Element, origin: Any) -> bool:
-        """disco#info on an account: the server's answer, plus the pubsub/pep identity."""
-        if (
-            self.disco is None
-            or iq.get("type") != "get"
-            or len(iq) != 1
-            or iq[0].tag != _DISCO_INFO_QUERY
-            or iq[0].get("node")
-        ):
-            return False
-        from minimix.protocol.stanza import iq_result
-
-        try:
-            result = await self.disco.info(iq, origin)
-        except StanzaError:
-            return False
-        if result is None:
-            return False
-        identity = {"category": "pubsub", "type": "pep"}
-        result.insert(0, Element(tag(ns.DISCO_INFO, "identity"), identity))
-        await self.router.deliver_reply(iq_result(iq, result), origin)
-        return True
 
     # ------------------------------------------------------------------ iq protocol
     @staticmethod
