@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from minimix.core.extension import Extension
-from minimix.core.hooks import Direction, Hooks, Priority
+from minimix.core.hooks import Direction, Hooks, IqScope, Priority
 from minimix.core.locks import KeyedLock
 from minimix.core.router import Router
 from minimix.core.session import Prepared, Session, SessionRegistry
@@ -584,6 +584,8 @@ class AccountJoin(Extension):
         frm = try_parse(stanza.get("from"))
         if to is None or frm is None or not to.local or to.resource or not frm.local:
             return None
+        if frm.domain == self.domain:
+            return None  # rooms live on other domains; this is one of our own users
         return to, frm.bare
 
     async def room_presence(self, stanza: Element, origin: Any) -> bool:
@@ -655,8 +657,6 @@ class AccountJoin(Extension):
         # A get/set for the account (disco, vCard...): the server's handlers answer as the
         # account; with no handler, answer without a condition that gets occupants kicked.
         if len(stanza) == 1 and self.hooks is not None:
-            from minimix.core.hooks import IqScope
-
             if self.hooks.iq_handler(stanza.get("type", ""), stanza[0].tag, IqScope.ACCOUNT):
                 return False
         reply = error_reply(stanza, StanzaError("feature-not-implemented"))
