@@ -85,7 +85,13 @@ async def test_1_two_clients_join_and_the_room_sees_exactly_one_join(tmp_path: P
         assert len(seen) == 1 and seen[0].get("type") is None
         room = srv.server.muc.rooms["lounge"]
         assert list(room.occupants["alice"].sessions) == [JID.parse(ALICE)]
-        await close(a1, a2, b)
+        # A client of the account that did not join sees none of the room's traffic.
+        a3, r3 = await alice(srv, "tablet")
+        send_groupchat(b, ROOM, "for the joined ones")
+        await r1.take(lambda el: body(el) == "for the joined ones")
+        await r2.take(lambda el: body(el) == "for the joined ones")
+        await no_stanza(r3, from_room(ROOM))
+        await close(a1, a2, a3, b)
 
 
 async def test_2_late_client_sequence_is_occupants_self_history_subject(tmp_path: Path) -> None:
