@@ -17,6 +17,7 @@ from tests.e2e.account_join_bookmarks import publish_bookmark
 from tests.e2e.account_join_helpers import (
     RoomTap,
     is_unavailable_from,
+    mam_query,
     no_stanza,
     self_unavailable,
     stanza_ids,
@@ -263,3 +264,20 @@ async def test_stats_count_rooms_and_attached_clients(tmp_path: Path) -> None:
         await close(a1)
         await wait_until(lambda: srv.server.account_join.stats()["account_join_clients"] == 2)
         await close(a2, b)
+
+
+async def test_chat_states_in_the_room_are_delivered_but_not_archived(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as srv:
+        b, _ = await room_with_bob(srv)
+        a1, r1 = await muc_client(srv, "alice", "phone")
+        await join(a1, r1, ROOM, "alice")
+        b.send_raw(
+            f"<message to='{ROOM}' type='groupchat' id='cs1'>"
+            f"<composing xmlns='{ns.CHATSTATES}'/></message>"
+        )
+        await r1.take(lambda el: el.find(f"{{{ns.CHATSTATES}}}composing") is not None)
+        send_groupchat(b, ROOM, "typed it")
+        await r1.take(lambda el: body(el) == "typed it")
+        kept = await mam_query(a1, r1, with_jid=ROOM)
+        assert [body(m) for m in kept] == ["typed it"]
+        await close(a1, b)

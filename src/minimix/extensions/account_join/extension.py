@@ -374,7 +374,8 @@ class AccountJoin(Extension):
         ):
             return  # already archived (and delivered): history overlapping what we have
         stored = None
-        if self.archive is not None:
+        # Conversation is kept; chat states and other ephemera are only delivered.
+        if self.archive is not None and worth_storing(copy_shallow(a.stanza, type="chat")):
             stored = self.archive.store_message(
                 account,
                 a.stanza,
