@@ -16,6 +16,7 @@ import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from tests.support import Client, Running, connect
 
@@ -30,6 +31,16 @@ SM_NS = "urn:xmpp:sm:3"
 REGISTER_NS = "jabber:iq:register"
 
 _ids = itertools.count(1)
+
+
+class Endpoint(Protocol):
+    """Where to log in: ``tests.support.Running``, or a server process's port and CA."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def ca(self) -> Path: ...
 
 
 class Ended(Exception):
@@ -209,7 +220,7 @@ class Peer:
 
     async def login(
         self,
-        running: Running,
+        running: Endpoint,
         user: str,
         password: str = "secret",
         resource: str | None = "raw",
