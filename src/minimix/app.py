@@ -136,6 +136,7 @@ class Server:
             server_domain=c.domain,
             admins=c.admins,
             max_occupants=c.limits.occupants_per_room,
+            max_rooms_per_account=c.limits.rooms_per_account,
             archive_page_size=c.limits.archive_page_size,
         )
         self.router.register_component(self.muc)
@@ -224,6 +225,7 @@ class Server:
             carbons=getattr(self, "carbons", None),
             self_ping_interval=c.account_join.self_ping_interval,
             autojoin_bookmarks=autojoin_bookmarks,
+            account_exists=self.accounts.exists,
         )
         self.services.on_session_ended.append(self.account_join.session_ended)
         registration = next((e for e in self.extensions if isinstance(e, Registration)), None)

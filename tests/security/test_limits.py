@@ -4,7 +4,9 @@ clients connected at the same time keep exchanging messages."""
 from __future__ import annotations
 
 import asyncio
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +23,13 @@ from tests.security.hostile import (
     neighbours,
     sasl_condition,
 )
-from tests.security.rooms import archive_missing
+from tests.security.rooms import (
+    MUC_OWNER_NS,
+    archive_missing,
+    join_room,
+    muc_missing,
+    muc_service_of,
+)
 from tests.support import connect, running_server
 
 
@@ -354,4 +362,75 @@ async def test_archive_page_size_is_capped(tmp_path: Path) -> None:
         assert results == 5
         await assert_unaffected(a, b)
         m.close()
+        await hang_up(a, b)
+
+
+async def instant_room(owner: Peer, room: str, nick: str) -> None:
+    """Create ``room`` and accept the default configuration (XEP-0045 §10.1.2)."""
+    joined = await join_room(owner, room, nick)
+    assert joined.get("type") != "error", ET.tostring(joined)
+    done = await owner.iq(
+        f"<iq type='set' to='{room}'><query xmlns='{MUC_OWNER_NS}'>"
+        "<x xmlns='jabber:x:data' type='submit'/></query></iq>"
+    )
+    assert done.get("type") == "result", ET.tostring(done)
+
+
+@pytest.mark.skipif(muc_missing(), reason="the group chat service is not wired yet")
+@pytest.mark.parametrize("path", ["account-join", "direct"])
+async def test_rooms_per_account_are_capped(tmp_path: Path, path: str) -> None:
+    overrides: dict[str, Any] = {"limits": {"rooms_per_account": 2}}
+    if path == "direct":
+        overrides["account_join"] = {"enabled": False}
+    async with running_server(tmp_path, **overrides) as srv:
+        a, b = await neighbours(srv)
+        srv.add_user("mallory")
+        m = await Peer().login(srv, "mallory")
+        service = muc_service_of(srv)
+        for n in ("r1", "r2"):
+            await instant_room(m, f"{n}@{service}", "mal")
+        refused = await join_room(m, f"r3@{service}", "mal")
+        assert refused.get("type") == "error"
+        assert condition_of(refused) == "resource-constraint"
+        assert "r3" not in srv.server.muc.rooms
+        # Another client of the same account attaching to a room it is in is not a new room.
+        again = await Peer().login(srv, "mallory", resource="second")
+        assert (await join_room(again, f"r1@{service}", "mal")).get("type") != "error"
+        # Other accounts are not limited by mallory's rooms.
+        srv.add_user("carol")
+        carol = await Peer().login(srv, "carol")
+        await instant_room(carol, f"r3@{service}", "carol")
+        await assert_unaffected(a, b)
+        for p in (m, again, carol):
+            p.close()
+        await hang_up(a, b)
+
+
+@pytest.mark.skipif(muc_missing(), reason="the group chat service is not wired yet")
+@pytest.mark.parametrize("path", ["account-join", "direct"])
+async def test_occupants_per_room_are_capped(tmp_path: Path, path: str) -> None:
+    overrides: dict[str, Any] = {"limits": {"occupants_per_room": 2}}
+    if path == "direct":
+        overrides["account_join"] = {"enabled": False}
+    async with running_server(tmp_path, **overrides) as srv:
+        a, b = await neighbours(srv)
+        room = f"full@{muc_service_of(srv)}"
+        peers = []
+        for name in ("o1", "o2", "o3"):
+            srv.add_user(name)
+            peers.append(await Peer().login(srv, name))
+        await instant_room(peers[0], room, "o1")
+        assert (await join_room(peers[1], room, "o2")).get("type") != "error"
+        refused = await join_room(peers[2], room, "o3")
+        assert refused.get("type") == "error"
+        assert condition_of(refused) == "service-unavailable"
+        # The occupants inside still talk.
+        peers[0].send(f"<message to='{room}' type='groupchat'><body>still here</body></message>")
+        heard = await peers[1].recv_until(
+            lambda el: el.findtext(f"{{{CLIENT}}}body") == "still here"
+        )
+        assert heard.get("type") == "groupchat"
+        await assert_unaffected(a, b)
+        for p in peers:
+            p.close()
         await hang_up(a, b)

@@ -83,6 +83,7 @@ class MucService(Extension):
         server_domain: str,
         admins: list[str],
         max_occupants: int = 1000,
+        max_rooms_per_account: int = 0,
         archive_page_size: int = 250,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -94,6 +95,7 @@ class MucService(Extension):
         self.server_domain = server_domain
         self.admins = {str(j) for a in admins if (j := try_parse(a)) is not None}
         self.max_occupants = max_occupants
+        self.max_rooms_per_account = max_rooms_per_account
         self.archive_page_size = archive_page_size
         self.clock = clock
         self.rooms: dict[str, Room] = {}
@@ -222,6 +224,8 @@ class MucService(Extension):
         room = self.rooms.get(to.local)
         room_jid = to.bare
         try:
+            if kind == "presence":
+                self._check_rooms_per_account(stanza, frm, room)
             if room is None:
                 await self._no_room(stanza, kind, frm, to)
                 return
@@ -372,6 +376,24 @@ class MucService(Extension):
         if kind == "iq" and stanza.get("type") not in ("get", "set"):
             return
         raise StanzaError("item-not-found", "no such room")
+
+    def _check_rooms_per_account(self, stanza: Element, frm: JID, room: Room | None) -> None:
+        """``limits.rooms_per_account``: an account of this server is in at most that many
+        rooms at once (directly or through account-join); one more join is refused."""
+        limit = self.max_rooms_per_account
+        if limit <= 0 or stanza.get("type") is not None or stanza.find(_MUC_X) is None:
+            return
+        if frm.domain != self.server_domain or not frm.local:
+            return
+        bare = frm.bare
+
+        def present(r: Room) -> bool:
+            return any(o.bare == bare for o in r.occupants.values())
+
+        if room is not None and present(room):
+            return  # another client of the account, or a nick change
+        if sum(1 for r in self.rooms.values() if present(r)) >= limit:
+            raise StanzaError("resource-constraint", "you are in too many rooms", "wait")
 
     def may_create(self, frm: JID) -> bool:
         """``[muc] creation``: "local" accounts of this server, "admins", or "anyone"."""
