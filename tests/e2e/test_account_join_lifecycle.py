@@ -281,3 +281,19 @@ async def test_chat_states_in_the_room_are_delivered_but_not_archived(tmp_path: 
         kept = await mam_query(a1, r1, with_jid=ROOM)
         assert [body(m) for m in kept] == ["typed it"]
         await close(a1, b)
+
+
+async def test_an_account_deleted_while_the_server_was_down_is_not_rejoined(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path) as srv:
+        b, _ = await room_with_bob(srv)
+        await configure(b, ROOM, {"muc#roomconfig_persistentroom": "1"})
+        a1, r1 = await muc_client(srv, "alice", "phone")
+        await join(a1, r1, ROOM, "alice")
+        await close(a1, b)
+    async with running_server(tmp_path) as srv:
+        srv.server.accounts.delete("alice")  # as `minimix user delete` does, offline
+    async with running_server(tmp_path) as srv:
+        await wait_until(lambda: srv.server.account_join.store.memberships(ALICE) == [])
+        assert "alice" not in srv.server.muc.rooms["life"].occupants

@@ -124,6 +124,7 @@ class AccountJoin(Extension):
         self_ping_interval: float = 900.0,
         autojoin_bookmarks: AutojoinSource | None = None,
         max_history: int = 1000,
+        account_exists: Callable[[str], bool] | None = None,
     ) -> None:
         self.domain = domain
         self.router = router
@@ -135,6 +136,7 @@ class AccountJoin(Extension):
         self.self_ping_interval = self_ping_interval
         self.autojoin_bookmarks = autojoin_bookmarks
         self.max_history = max_history
+        self.account_exists = account_exists
         self.registry = Occupancies(settings)
         self.locks = KeyedLock()
         self.hooks: Hooks | None = None
@@ -230,6 +232,9 @@ class AccountJoin(Extension):
         if wanted:
             log.info("rejoining %d rooms", len(wanted))
         for (account, room), m in wanted.items():
+            if self.account_exists is not None and not self.account_exists(account.local):
+                self.store.forget_account(str(account))  # deleted while the server was down
+                continue
             last = None
             if self.archive_store is not None:
                 last = self.archive_store.last_room_stanza(str(account), str(room))
