@@ -226,7 +226,6 @@ class Server:
             self_ping_interval=c.account_join.self_ping_interval,
             autojoin_bookmarks=autojoin_bookmarks,
             account_exists=self.accounts.exists,
-            account_exists=self.accounts.exists,
         )
         self.services.on_session_ended.append(self.account_join.session_ended)
         registration = next((e for e in self.extensions if isinstance(e, Registration)), None)
