@@ -333,6 +333,9 @@ class Server:
             await self.web.stop()
         for conn in list(self.services.connections):
             conn.close(StreamError("system-shutdown"))
+        for component in list(self.router.components.values()):
+            if isinstance(component, ComponentConnection):
+                component.close(StreamError("system-shutdown"))
         await asyncio.sleep(0.05)
         self.db.close()
         self.stopped.set()
