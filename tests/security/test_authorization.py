@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,16 @@ from tests.security.hostile import (
     neighbours,
     sasl_condition,
 )
-from tests.security.rooms import archive_missing, pep_missing, private_missing
+from tests.security.rooms import (
+    MUC_ADMIN_NS,
+    MUC_OWNER_NS,
+    account_join_missing,
+    archive_missing,
+    join_room,
+    muc_missing,
+    pep_missing,
+    private_missing,
+)
 from tests.support import Running, running_server
 
 ROSTER = "jabber:iq:roster"
@@ -298,5 +308,134 @@ async def test_cannot_read_whitelisted_pep_node(tmp_path: Path) -> None:
             f"<iq type='get'><pubsub xmlns='{PUBSUB}'><items node='{node}'/></pubsub></iq>"
         )
         assert mine.findtext(f".//{{{node}}}secret") == "s3cr3t"
+        await assert_unaffected(a, b)
+        await hang_up(a, b)
+
+
+# ---------------------------------------------------------------------- rooms
+
+
+def room_overrides(path: str) -> dict[str, Any]:
+    return {"account_join": {"enabled": False}} if path == "direct" else {}
+
+
+async def owned_room(srv: Running, room: str, config: str = "") -> Peer:
+    """The owner's client in a new room, configured with ``config`` form fields."""
+    srv.add_user("owner")
+    owner = await Peer().login(srv, "owner")
+    await create_room(owner, room, "owner", config)
+    return owner
+
+
+async def create_room(owner: Peer, room: str, nick: str, config: str = "") -> None:
+    joined = await join_room(owner, room, nick)
+    assert joined.get("type") != "error", ET.tostring(joined)
+    done = await owner.iq(
+        f"<iq type='set' to='{room}'><query xmlns='{MUC_OWNER_NS}'>"
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+        "<value>http://jabber.org/protocol/muc#roomconfig</value></field>"
+        f"{config}</x></query></iq>"
+    )
+    assert done.get("type") == "result", ET.tostring(done)
+
+
+async def set_affiliation(owner: Peer, room: str, jid: str, affiliation: str) -> None:
+    done = await owner.iq(
+        f"<iq type='set' to='{room}'><query xmlns='{MUC_ADMIN_NS}'>"
+        f"<item affiliation='{affiliation}' jid='{jid}'/></query></iq>"
+    )
+    assert done.get("type") == "result", ET.tostring(done)
+
+
+async def cannot_talk(m: Peer, owner: Peer, room: str) -> None:
+    """A groupchat message from outside the room is refused and reaches no occupant."""
+    m.send(f"<message to='{room}' type='groupchat' id='sneak'><body>sneaked in</body></message>")
+    err = await m.recv_until(lambda el: el.get("id") == "sneak")
+    assert err.get("type") == "error"
+    owner.send(f"<message to='{room}' type='groupchat'><body>owner speaks</body></message>")
+    await owner.recv_until(lambda el: el.findtext(f"{{{CLIENT}}}body") == "owner speaks")
+    assert b"sneaked in" not in owner.received
+
+
+@pytest.mark.skipif(muc_missing(), reason="the group chat service is not wired yet")
+@pytest.mark.parametrize("path", ["account-join", "direct"])
+async def test_banned_account_cannot_enter_room(tmp_path: Path, path: str) -> None:
+    async with running_server(tmp_path, **room_overrides(path)) as srv:
+        a, b = await neighbours(srv)
+        room = f"guarded@{srv.server.config.muc.domain}"
+        owner = await owned_room(srv, room)
+        await set_affiliation(owner, room, "mallory@localhost", "outcast")
+        m = await offender(srv)
+        refused = await join_room(m, room, "innocent")
+        assert refused.get("type") == "error"
+        assert condition_of(refused) == "forbidden"
+        # A second client of the banned account fares no better.
+        second = await Peer().login(srv, "mallory", resource="second")
+        assert condition_of(await join_room(second, room, "other")) == "forbidden"
+        await cannot_talk(m, owner, room)
+        assert b"innocent" not in owner.received
+        await assert_unaffected(a, b)
+        await hang_up(a, b)
+
+
+@pytest.mark.skipif(muc_missing(), reason="the group chat service is not wired yet")
+@pytest.mark.parametrize("path", ["account-join", "direct"])
+async def test_non_member_cannot_enter_members_only_room(tmp_path: Path, path: str) -> None:
+    members_only = "<field var='muc#roomconfig_membersonly'><value>1</value></field>"
+    async with running_server(tmp_path, **room_overrides(path)) as srv:
+        a, b = await neighbours(srv)
+        room = f"club@{srv.server.config.muc.domain}"
+        owner = await owned_room(srv, room, members_only)
+        m = await offender(srv)
+        refused = await join_room(m, room, "gatecrasher")
+        assert refused.get("type") == "error"
+        assert condition_of(refused) == "registration-required"
+        await cannot_talk(m, owner, room)
+        # Membership is what opens the door: a member gets in.
+        await set_affiliation(owner, room, "bob@localhost", "member")
+        member = await bob(srv)
+        assert (await join_room(member, room, "bob")).get("type") != "error"
+        await assert_unaffected(a, b)
+        await hang_up(a, b)
+
+
+@pytest.mark.skipif(muc_missing() or account_join_missing(), reason="account-join is not wired yet")
+async def test_attached_clients_never_receive_another_accounts_room_traffic(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path) as srv:
+        a, b = await neighbours(srv)
+        service = srv.server.config.muc.domain
+        shared, private = f"shared@{service}", f"private@{service}"
+        for name in ("carol", "dave"):
+            srv.add_user(name)
+        # Alice's two clients are attached to her occupancy of the shared room.
+        a1 = await Peer().login(srv, "alice", resource="one")
+        a2 = await Peer().login(srv, "alice", resource="two")
+        await create_room(a1, shared, "alice")
+        assert (await join_room(a2, shared, "alice")).get("type") != "error"
+        # Bob is in the shared room and in a room Alice is not in.
+        b1 = await Peer().login(srv, "bob", resource="one")
+        assert (await join_room(b1, shared, "bob")).get("type") != "error"
+        await create_room(b1, private, "bob")
+        carol = await Peer().login(srv, "carol")
+        assert (await join_room(carol, private, "carol")).get("type") != "error"
+        assert (await join_room(carol, shared, "carol")).get("type") != "error"
+        # An attempt to attach to Bob's occupancy under his nick is not an attachment.
+        dave = await Peer().login(srv, "dave")
+        taken = await join_room(dave, shared, "bob")
+        assert taken.get("type") == "error" and condition_of(taken) == "conflict"
+
+        carol.send(f"<message to='{private}' type='groupchat'><body>room2-only</body></message>")
+        carol.send(f"<message to='{shared}/bob' type='chat'><body>pm-for-bob</body></message>")
+        carol.send(f"<message to='{shared}' type='groupchat'><body>for-everyone</body></message>")
+        for body in ("room2-only", "pm-for-bob", "for-everyone"):
+            await b1.recv_until(lambda el, body=body: el.findtext(f"{{{CLIENT}}}body") == body)
+        for client in (a1, a2):
+            await client.recv_until(lambda el: el.findtext(f"{{{CLIENT}}}body") == "for-everyone")
+        for outsider in (a1, a2, dave):
+            assert b"room2-only" not in outsider.received
+            assert b"pm-for-bob" not in outsider.received
+        assert b"for-everyone" not in dave.received
         await assert_unaffected(a, b)
         await hang_up(a, b)
