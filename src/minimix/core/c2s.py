@@ -158,6 +158,8 @@ class ClientConnection:
         self._counted_unauth = True
         self._throttled = False  # reading paused until the inbound rate debt is paid
         self._auth_timer: asyncio.TimerHandle | None = None
+        self._flush_pending = False  # stanzas queued this loop turn, written at its end
+        self._loop = asyncio.get_running_loop()
         services.connections.add(self)
         ip = transport.peer
         services.unauthenticated[ip] = services.unauthenticated.get(ip, 0) + 1
@@ -190,7 +192,16 @@ class ClientConnection:
         if el is not None and el.tag in _OUT_COUNTERS:
             self.services.count(_OUT_COUNTERS[el.tag])
         self.stream.send_text(text)
-        self._flush()
+        # Written once the work of this loop turn is done: a client that receives several stanzas
+        # in one turn (a busy room) gets them in one TLS record and one system call.
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush_queued)
+
+    def _flush_queued(self) -> None:
+        self._flush_pending = False
+        if not self._closed:
+            self._flush()
 
     def _request_ack(self) -> None:
         if not self._closed and self.sm is not None:
