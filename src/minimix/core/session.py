@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from minimix.protocol.jid import JID
 from minimix.protocol.stanza import StreamError
-from minimix.protocol.xml import Element, escape_attr, serialize
+from minimix.protocol.xml import Element, escape_attr, serialize_content, serialize_split
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,32 +31,37 @@ class Prepared:
     """A stanza serialized once for fan-out: the per-recipient ``to`` is spliced in.
 
     ``for_recipient`` costs one string concatenation, not a tree copy or a serialization.
+    Stanzas that share their children (copies made with ``copy_shallow`` for each recipient,
+    as a room's reflections are) share the serialization of those children too: the last one
+    is remembered, keyed on the child objects themselves, which nobody edits once shared.
     """
 
-    __slots__ = ("_cut", "_text", "element")
+    __slots__ = ("_attrs", "_head", "_rest", "element")
+
+    # (tag, text, children, their serialization) of the last stanza prepared.
+    _memo: ClassVar[tuple[str, str | None, tuple[Element, ...], str] | None] = None
 
     def __init__(self, el: Element) -> None:
         self.element = el
-        if "to" in el.attrib:
-            attrs = dict(el.attrib)
-            del attrs["to"]
-            bare = Element(el.tag, attrs)
-            bare.text = el.text
-            bare.extend(list(el))
-            el_no_to = bare
-        else:
-            el_no_to = el
-        self._text = serialize(el_no_to)
-        self._cut = (
-            self._text.index(" ")
-            if " " in self._text.split(">", 1)[0]
-            else (len(self._text.split(">", 1)[0].rstrip("/")))
-        )
+        kids = tuple(el)
+        memo = Prepared._memo
+        content = None
+        if (
+            memo is not None
+            and memo[0] == el.tag
+            and memo[1] == el.text
+            and len(memo[2]) == len(kids)
+            and all(a is b for a, b in zip(memo[2], kids, strict=True))
+        ):
+            content = memo[3]
+        elif kids:
+            content = serialize_content(el)
+            Prepared._memo = (el.tag, el.text, kids, content)
+        self._head, self._attrs, self._rest = serialize_split(el, omit="to", content=content)
 
     def for_recipient(self, to: str, framed: bool = False) -> str:
-        cut = self._cut
         xmlns = ' xmlns="jabber:client"' if framed else ""
-        return f'{self._text[:cut]}{xmlns} to="{escape_attr(to)}"{self._text[cut:]}'
+        return f'{self._head}{xmlns} to="{escape_attr(to)}"{self._attrs}{self._rest}'
 
 
 class Session:

@@ -174,6 +174,72 @@ def serialize(el: Element, parent_ns: str = ns.CLIENT) -> str:
     return "".join(out)
 
 
+def serialize_split(
+    el: Element, parent_ns: str = ns.CLIENT, omit: str = "", content: str | None = None
+) -> tuple[str, str, str]:
+    """``el`` as :func:`serialize` writes it, in three parts: ``"<name"``, its namespace
+    declaration and attributes (without ``omit``), and the rest (``/>``, or ``>`` with the
+    content and the end tag). ``parts[0] + ' a="v"' + parts[1] + parts[2]`` is ``el`` with one
+    more attribute (a per-recipient ``to`` spliced into a stanza serialized once).
+
+    ``content`` is the serialized text and children when the caller knows them already
+    (see :func:`serialize_content`); they are written here otherwise.
+    """
+    t = el.tag
+    remap = None
+    if parent_ns and not t.startswith("{" + parent_ns + "}"):
+        source = namespace(el)
+        if source in _STANZA_NAMESPACES and parent_ns in _STANZA_NAMESPACES:
+            remap = {source: parent_ns}
+    if t[0] == "{":
+        close = t.index("}")
+        uri, name = t[1:close], t[close + 1 :]
+        if remap is not None:
+            uri = remap.get(uri, uri)
+    else:
+        uri, name = "", t
+    out: list[str] = []
+    if uri != parent_ns:
+        out.append(f' xmlns="{escape_attr(uri)}"')
+    attrib = el.attrib
+    if attrib:
+        decls: list[str] = []
+        counter = [0]
+        for k, v in attrib.items():
+            if k != omit:
+                out.append(f' {_attr_name(k, decls, counter)}="{v.translate(_ATTR_ESC)}"')
+        out.extend(decls)
+    if content is None:
+        content = _content(el, uri, remap)
+    rest = f">{content}</{name}>" if content else "/>"
+    return "<" + name, "".join(out), rest
+
+
+def serialize_content(el: Element, parent_ns: str = ns.CLIENT) -> str:
+    """The text and children of ``el`` as :func:`serialize` writes them inside it."""
+    t = el.tag
+    remap = None
+    if parent_ns and not t.startswith("{" + parent_ns + "}"):
+        source = namespace(el)
+        if source in _STANZA_NAMESPACES and parent_ns in _STANZA_NAMESPACES:
+            remap = {source: parent_ns}
+    uri = namespace(el)
+    if remap is not None:
+        uri = remap.get(uri, uri)
+    return _content(el, uri, remap)
+
+
+def _content(el: Element, uri: str, remap: dict[str, str] | None) -> str:
+    out: list[str] = []
+    if el.text:
+        out.append(el.text.translate(_TEXT_ESC))
+    for sub in el:
+        _write(sub, uri, out, remap)
+        if sub.tail:
+            out.append(sub.tail.translate(_TEXT_ESC))
+    return "".join(out)
+
+
 _STANZA_NAMESPACES = frozenset((ns.CLIENT, ns.SERVER, ns.COMPONENT))
 
 
