@@ -73,6 +73,8 @@ _BACKFILL_PAGE = 100
 class AccountArchive(Protocol):
     """The account's archive (``UserArchive``): stores once, adds ``<stanza-id by=account>``."""
 
+    enabled: bool
+
     def store_message(
         self,
         account: JID,
@@ -148,6 +150,7 @@ class AccountJoin(Extension):
         self._backfills: dict[str, Key] = {}
         self._strays: dict[Key, float] = {}
         self._backfilled: dict[Key, int] = {}
+        self._gap_fill_until: dict[Key, float] = {}  # gap-fills running or just finished
         self._stopped = False
 
     # ------------------------------------------------------------------ table of contents
@@ -375,12 +378,17 @@ class AccountJoin(Extension):
         if (
             a.room_stanza_id is not None
             and self.archive_store is not None
+            and self._may_be_archived(key, a)
             and self.archive_store.has_room_stanza(str(account), a.room_stanza_id)
         ):
             return  # already archived (and delivered): history overlapping what we have
         stored = None
         # Conversation is kept; chat states and other ephemera are only delivered.
-        if self.archive is not None and worth_storing(copy_shallow(a.stanza, type="chat")):
+        if (
+            self.archive is not None
+            and self.archive.enabled
+            and worth_storing(copy_shallow(a.stanza, type="chat"))
+        ):
             stored = self.archive.store_message(
                 account,
                 a.stanza,
@@ -391,6 +399,21 @@ class AccountJoin(Extension):
             )
         if a.clients:
             self._fan_out(stored if stored is not None else a.stanza, a.clients)
+
+    def _may_be_archived(self, key: Key, a: ArchiveGroupchat) -> bool:
+        """Whether the account's archive can hold this message already: history (it carries
+        the room's ``<delay>``), or a message that a gap-fill of this room fetched from the
+        room's archive too (while one runs and a minute after). A live message otherwise
+        reaches the account once, so the database is not asked about every one."""
+        if a.stamp is not None:
+            return True
+        until = self._gap_fill_until.get(key)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._gap_fill_until[key]
+            return False
+        return True
 
     def _received_private(self, key: Key, a: ReceivedPrivate) -> None:
         account = key[0]
@@ -711,6 +734,13 @@ class AccountJoin(Extension):
     async def _backfill(self, key: Key, after_id: str) -> None:
         """Fetch what the room archived after ``after_id`` (XEP-0313 on the room JID), when the
         room offers it; every message is archived once (deduplicated by the room's stanza-id)."""
+        self._gap_fill_until[key] = math.inf
+        try:
+            await self._gap_fill(key, after_id)
+        finally:
+            self._gap_fill_until[key] = time.monotonic() + 60.0
+
+    async def _gap_fill(self, key: Key, after_id: str) -> None:
         account, room = key
         info = make("iq", to=room, from_=account, type_="get")
         SubElement(info, tag(ns.DISCO_INFO, "query"))
