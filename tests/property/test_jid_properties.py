@@ -101,11 +101,6 @@ def test_over_long_parts_are_refused() -> None:
     assert try_parse("user@example.org/" + "r" * 1023) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol/jid.py prep_domain accepts any text in brackets as an IP literal; it "
-    "should check it with ipaddress.IPv6Address",
-)
 @given(st.text(min_size=1, max_size=12))
 @settings(max_examples=50, deadline=None)
 @example("not an ip")

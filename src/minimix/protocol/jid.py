@@ -6,6 +6,7 @@ Preparation is cached: the same string is prepared once. ``JID`` is immutable an
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -50,7 +51,10 @@ def prep_domain(domain: str) -> str:
     if not d or len(d.encode()) > _MAX_PART:
         raise InvalidJID(f"invalid domainpart {domain!r}")
     if d.startswith("[") and d.endswith("]"):
-        return d.lower()
+        try:  # RFC 7622 §3.2: an IPv6 literal in brackets
+            return f"[{ipaddress.IPv6Address(d[1:-1]).compressed}]"
+        except ValueError:
+            raise InvalidJID(f"invalid IPv6 address {domain!r}") from None
     if d.isascii():
         low = d.lower()
         if all(c.isalnum() or c in "-." for c in low) and ".." not in low:
