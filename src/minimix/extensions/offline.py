@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 
 from minimix.core.extension import Extension
@@ -10,6 +9,7 @@ from minimix.core.hooks import Hooks
 from minimix.core.router import Router
 from minimix.extensions.roster import ClientAvailable
 from minimix.protocol import ns
+from minimix.protocol.dates import format_datetime
 from minimix.protocol.stanza import StanzaError, copy_shallow, stanza_type
 from minimix.protocol.xml import Element, ParseError, SubElement, parse_element, serialize, tag
 from minimix.storage.stores import OfflineStore
@@ -17,8 +17,7 @@ from minimix.storage.stores import OfflineStore
 log = logging.getLogger(__name__)
 
 
-def stamp(t: float) -> str:
-    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+stamp = format_datetime
 
 
 class Offline(Extension):

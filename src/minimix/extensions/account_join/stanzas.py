@@ -7,10 +7,10 @@ between copies, see :func:`~minimix.protocol.stanza.copy_shallow`).
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 
 from minimix.protocol import ns
+from minimix.protocol.dates import format_datetime, parse_datetime
 from minimix.protocol.jid import JID
 from minimix.protocol.stanza import StanzaError, make
 from minimix.protocol.xml import Element, SubElement, tag
@@ -115,25 +115,8 @@ def is_subject_only(message: Element) -> bool:
 # --------------------------------------------------------------------------- time
 
 
-def format_stamp(t: float) -> str:
-    """XEP-0082 DateTime in UTC with milliseconds."""
-    dt = datetime.datetime.fromtimestamp(t, datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def parse_stamp(text: str | None) -> float | None:
-    if not text:
-        return None
-    s = text.strip()
-    if s.endswith("Z"):
-        s = s[:-1] + "+00:00"
-    try:
-        dt = datetime.datetime.fromisoformat(s)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.UTC)
-    return dt.timestamp()
+format_stamp = format_datetime
+parse_stamp = parse_datetime
 
 
 def delay_stamp(stanza: Element) -> float | None:

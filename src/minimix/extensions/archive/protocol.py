@@ -7,11 +7,11 @@ and describe the query form. Timestamps use the XEP-0082 DateTime profile.
 
 from __future__ import annotations
 
-import datetime
 import inspect
 from collections.abc import Awaitable, Callable
 
 from minimix.protocol import ns
+from minimix.protocol.dates import format_datetime, parse_datetime
 from minimix.protocol.jid import try_parse
 from minimix.protocol.stanza import StanzaError, new_id
 from minimix.protocol.xml import Element, ParseError, SubElement, parse_element, tag
@@ -37,23 +37,15 @@ _SET = tag(ns.RSM, "set")
 STANDARD_FIELDS = ("with", "start", "end", "before-id", "after-id", "ids", "include-groupchat")
 
 
-def format_stamp(t: float) -> str:
-    """XEP-0082 DateTime in UTC, with microseconds when they are not zero."""
-    dt = datetime.datetime.fromtimestamp(t, datetime.UTC)
-    if dt.microsecond:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+format_stamp = format_datetime
 
 
 def parse_stamp(text: str) -> float:
     """Read an XEP-0082 DateTime; raises ``ValueError``. A missing offset means UTC."""
-    s = text.strip()
-    if s.endswith(("Z", "z")):
-        s = s[:-1] + "+00:00"
-    dt = datetime.datetime.fromisoformat(s)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.UTC)
-    return dt.timestamp()
+    t = parse_datetime(text)
+    if t is None:
+        raise ValueError(f"not a XEP-0082 DateTime: {text!r}")
+    return t
 
 
 def _values(field: Element) -> list[str]:

@@ -6,12 +6,12 @@ Pure: entries are kept in memory, newest last; :func:`select` applies a joining 
 
 from __future__ import annotations
 
-import datetime
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from minimix.protocol import ns
+from minimix.protocol.dates import format_datetime, parse_datetime
 from minimix.protocol.xml import Element, tag
 
 
@@ -47,26 +47,6 @@ class HistoryRequest:
         if since:
             req.since = parse_datetime(since)
         return req
-
-
-def parse_datetime(text: str) -> float | None:
-    """XEP-0082 DateTime to unix time; None when malformed."""
-    t = text.strip()
-    if t.endswith("Z"):
-        t = t[:-1] + "+00:00"
-    try:
-        dt = datetime.datetime.fromisoformat(t)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.UTC)
-    return dt.timestamp()
-
-
-def format_datetime(t: float) -> str:
-    """Unix time as a XEP-0082 DateTime (UTC, millisecond precision)."""
-    dt = datetime.datetime.fromtimestamp(t, datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def delay(room: str, stamp: float) -> Element:
