@@ -131,7 +131,7 @@ class Router:
             await self.dispatch_iq(stanza, IqScope.HOST, origin)
 
     def _known(self, account: JID) -> bool:
-        return bool(self.sessions.of_account(account)) or self.account_exists(account.local)
+        return self.sessions.has_account(account) or self.account_exists(account.local)
 
     async def _no_such_account(self, stanza: Element, to: JID) -> None:
         """RFC 6121 §8.5.1: messages and iqs bounce; a subscription request is answered with

@@ -32,36 +32,52 @@ class Prepared:
 
     ``for_recipient`` costs one string concatenation, not a tree copy or a serialization.
     Stanzas that share their children (copies made with ``copy_shallow`` for each recipient,
-    as a room's reflections are) share the serialization of those children too: the last one
-    is remembered, keyed on the child objects themselves, which nobody edits once shared.
+    as a room's reflections are) share the serialization of those children too, and of their
+    attributes when those are the same: the last one is remembered, keyed on the child objects
+    themselves, which nobody edits once shared.
     """
 
-    __slots__ = ("_attrs", "_head", "_rest", "element")
+    __slots__ = ("_head", "_tail", "element")
 
-    # (tag, text, children, their serialization) of the last stanza prepared.
-    _memo: ClassVar[tuple[str, str | None, tuple[Element, ...], str] | None] = None
+    # The last stanza prepared: tag, text, attributes but ``to``, children; then its name,
+    # attributes and the rest as serialized, and its content (text and children) serialized.
+    _memo: ClassVar[
+        tuple[str, str | None, tuple[tuple[str, str], ...], tuple[Element, ...], str, str, str]
+        | None
+    ] = None
 
     def __init__(self, el: Element) -> None:
         self.element = el
         kids = tuple(el)
+        attrs = tuple(kv for kv in el.attrib.items() if kv[0] != "to")
         memo = Prepared._memo
-        content = None
         if (
             memo is not None
             and memo[0] == el.tag
             and memo[1] == el.text
-            and len(memo[2]) == len(kids)
-            and all(a is b for a, b in zip(memo[2], kids, strict=True))
+            and len(memo[3]) == len(kids)
+            and all(a is b for a, b in zip(memo[3], kids, strict=True))
         ):
-            content = memo[3]
-        elif kids:
+            if memo[2] == attrs:
+                self._head = memo[4]
+                self._tail = memo[5]
+                return
+            content = memo[6]
+        else:
             content = serialize_content(el)
-            Prepared._memo = (el.tag, el.text, kids, content)
-        self._head, self._attrs, self._rest = serialize_split(el, omit="to", content=content)
+        head, attr_text, rest = serialize_split(el, omit="to", content=content)
+        self._head = head
+        self._tail = attr_text + rest
+        Prepared._memo = (el.tag, el.text, attrs, kids, head, self._tail, content)
 
     def for_recipient(self, to: str, framed: bool = False) -> str:
-        xmlns = ' xmlns="jabber:client"' if framed else ""
-        return f'{self._head}{xmlns} to="{escape_attr(to)}"{self._attrs}{self._rest}'
+        return self.splice(f' to="{escape_attr(to)}"', framed)
+
+    def splice(self, to_attr: str, framed: bool = False) -> str:
+        """The stanza with ``to_attr`` (`` to="..."``, escaped) after its name."""
+        if framed:
+            return f'{self._head} xmlns="jabber:client"{to_attr}{self._tail}'
+        return f"{self._head}{to_attr}{self._tail}"
 
 
 class Session:
@@ -71,6 +87,7 @@ class Session:
         self.jid = jid
         self.account = jid.bare
         self.link = link
+        self.to_attr = f' to="{escape_attr(str(jid))}"'  # spliced into prepared stanzas
         self.stream_id = stream_id
         self.priority = 0
         self.presence: Element | None = None  # last broadcast available presence
@@ -121,8 +138,8 @@ class Session:
                 if out is not el:
                     self.link.write_element(out)
                     return
-        text = prepared.for_recipient(str(self.jid), self.link.framed)
-        self.link.write_text(text, prepared.element)
+        link = self.link
+        link.write_text(prepared.splice(self.to_attr, link.framed), prepared.element)
 
     def __repr__(self) -> str:
         return f"<Session {self.jid}>"
@@ -131,6 +148,7 @@ class Session:
 class SessionRegistry:
     def __init__(self) -> None:
         self._by_account: dict[JID, dict[str, Session]] = {}
+        self._by_full: dict[JID, Session] = {}
         self._by_stream: dict[str, Session] = {}
 
     def add(self, session: Session) -> Session | None:
@@ -138,6 +156,7 @@ class SessionRegistry:
         resources = self._by_account.setdefault(session.account, {})
         old = resources.get(session.jid.resource)
         resources[session.jid.resource] = session
+        self._by_full[session.jid] = session
         self._by_stream[session.stream_id] = session
         return old
 
@@ -147,12 +166,17 @@ class SessionRegistry:
             del resources[session.jid.resource]
             if not resources:
                 del self._by_account[session.account]
+        if self._by_full.get(session.jid) is session:
+            del self._by_full[session.jid]
         if self._by_stream.get(session.stream_id) is session:
             del self._by_stream[session.stream_id]
 
     def get(self, full: JID) -> Session | None:
-        resources = self._by_account.get(full.bare)
-        return resources.get(full.resource) if resources else None
+        return self._by_full.get(full)
+
+    def has_account(self, bare: JID) -> bool:
+        """Whether the account has a session (bound client) now."""
+        return bare in self._by_account
 
     def of_account(self, bare: JID) -> list[Session]:
         resources = self._by_account.get(bare)
