@@ -103,6 +103,11 @@ class ClientState(Extension):
 
     # ------------------------------------------------------------------ the filter
     def _filter(self, session: Session, st: _State, el: Element) -> Element | None:
+        if not st.inactive and not st.held:
+            # Active with nothing held (the common case): only our room nicks are learned.
+            if local_name(el) == "presence":
+                self._track_nick(st, el)
+            return el
         if st.flushing:
             return el
         self._track_nick(st, el)
