@@ -9,9 +9,11 @@ the stanza paths it takes:
 * bookmark events (XEP-0402 and the legacy forms): autojoin makes the account join or leave;
 * session end (wired in ``app.py``): a disconnect is never a leave.
 
-Each input runs under a per-(account, room) lock; the machine returns actions, carried out here
-in order. Stanzas for rooms go through the router only (never into a room service directly), in
-order, from a per-(account, room) outbox, so a room answering at once never re-enters a lock.
+Each input for one (account, room) runs from the machine's step to its last action without
+yielding to the event loop, so two inputs for the same pair never interleave (no lock is needed);
+the machine returns actions, carried out here in order. Stanzas for rooms go through the router
+only (never into a room service directly), in order, from a per-(account, room) outbox, so a room
+answering at once never re-enters a step.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from typing import Any, Protocol
 
 from minimix.core.extension import Extension
 from minimix.core.hooks import Direction, Hooks, IqScope, Priority
-from minimix.core.locks import KeyedLock
 from minimix.core.router import Router
 from minimix.core.session import Prepared, Session, SessionRegistry
 from minimix.extensions.bookmark_events import Bookmark, BookmarkPublished, BookmarkRetracted
@@ -140,7 +141,6 @@ class AccountJoin(Extension):
         self.max_history = max_history
         self.account_exists = account_exists
         self.registry = Occupancies(settings)
-        self.locks = KeyedLock()
         self.hooks: Hooks | None = None
         self._outbox: dict[Key, list[Element | Callable[[], Awaitable[None]]]] = {}
         self._timers: dict[tuple[Key, str], asyncio.TimerHandle] = {}
@@ -262,25 +262,36 @@ class AccountJoin(Extension):
         step: Callable[[Occupancy], list[Action] | None],
         create: str | None = None,
     ) -> bool:
-        """Run one input for (account, room) under its lock; False when it was not ours."""
+        """Run one input for (account, room); False when it was not ours."""
+        return self._step(account, room, step, create)
+
+    def _step(
+        self,
+        account: JID,
+        room: JID,
+        step: Callable[[Occupancy], list[Action] | None],
+        create: str | None = None,
+    ) -> bool:
+        """One input for (account, room), from the machine's step to the last action carried
+        out, without yielding to the event loop: the inputs of one (account, room) never
+        interleave, and what has to wait (routing to the room) goes through its outbox."""
         key = (account, room)
-        async with self.locks.hold(key):
-            occ = self.registry.get(account, room)
-            if occ is None:
-                if create is None:
-                    return False
-                occ = self.registry.get_or_create(account, room, create)
-                if self.archive_store is not None:
-                    # What the account archived from this room before: the gap starts there.
-                    last = self.archive_store.last_room_stanza(str(account), str(room))
-                    if last is not None:
-                        occ.last_room_stanza_id, occ.last_stamp = last
-            actions = step(occ)
-            if actions is None:
-                self.registry.discard_if_done(account, room)
+        occ = self.registry.get(account, room)
+        if occ is None:
+            if create is None:
                 return False
-            self._apply(key, occ, actions)
+            occ = self.registry.get_or_create(account, room, create)
+            if self.archive_store is not None:
+                # What the account archived from this room before: the gap starts there.
+                last = self.archive_store.last_room_stanza(str(account), str(room))
+                if last is not None:
+                    occ.last_room_stanza_id, occ.last_stamp = last
+        actions = step(occ)
+        if actions is None:
             self.registry.discard_if_done(account, room)
+            return False
+        self._apply(key, occ, actions)
+        self.registry.discard_if_done(account, room)
         return True
 
     def _apply(self, key: Key, occ: Occupancy, actions: list[Action]) -> None:
@@ -649,7 +660,7 @@ class AccountJoin(Extension):
         if self._stopped:
             return True
         try:
-            await self._run(key[0], key[1], lambda o: o.room_message(stanza))
+            self._step(key[0], key[1], lambda o: o.room_message(stanza))
         except Exception:
             log.exception("account-join failed on a message from %s", key[1])
         return True

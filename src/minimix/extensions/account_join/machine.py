@@ -978,7 +978,9 @@ class Occupancy:
             return []
         account = str(self.account)
         mtype = message.get("type") or "normal"
-        message = st.restamped(message, account)
+        if st.stanza_id_by(message, account) is not None:
+            # Only our archive may claim an id for the account (XEP-0359 §4): a copy without.
+            message = st.restamped(message, account)
         if mtype == "error":
             client = self.sent.pop(message.get("id") or "", None)
             if client is not None:
