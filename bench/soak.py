@@ -76,6 +76,7 @@ class Stats:
     unexpected: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
     samples: list[tuple[float, int, int]] = field(default_factory=list)  # (t, rss kB, fds)
+    pings: list[float] = field(default_factory=list)  # round trips of a well-behaved ping, s
 
     def odd(self, kind: str, detail: str) -> None:
         self.unexpected[kind] += 1
@@ -299,9 +300,10 @@ async def connection_flood(target: Target, stats: Stats) -> None:
 
 
 async def sloth(target: Target, stats: Stats) -> None:
-    """Asks for large archive pages and never reads the answers."""
+    """Asks for large archive pages and never reads the answers: its requests wait until it
+    reads, and after a minute of not reading it is disconnected."""
     p = await Peer().login(target, "sloth", resource=f"h{random.randrange(10**9)}", rcvbuf=4096)  # type: ignore[arg-type]
-    for i in range(300):
+    for i in range(100):
         p.send(
             f"<iq type='set' id='q{i}'><query xmlns='urn:xmpp:mam:2'>"
             "<set xmlns='http://jabber.org/protocol/rsm'><max>250</max></set></query></iq>"
@@ -310,7 +312,7 @@ async def sloth(target: Target, stats: Stats) -> None:
         await asyncio.sleep(0.05)
         if p.writer is not None and p.writer.is_closing():
             break
-    await asyncio.sleep(2)
+    await asyncio.sleep(65)  # the server's patience with a client that does not read
     await expect_stream_error(p, {"resource-constraint"}, stats, "client that never reads")
 
 
@@ -355,12 +357,30 @@ ATTACKS: dict[str, Attack] = {
 }
 
 
-async def hostile_worker(target: Target, stats: Stats, stop: asyncio.Event) -> None:
+async def prober(target: Target, stats: Stats, stop: asyncio.Event) -> None:
+    """A well-behaved client pinging the server every second: the latency everyone sees."""
+    peer = await logged_in(target, "prober")
     while not stop.is_set():
-        name = random.choice(list(ATTACKS))
+        t = time.monotonic()
+        try:
+            await peer.iq("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>", 60)
+            stats.pings.append(time.monotonic() - t)
+        except (TimeoutError, Ended) as exc:
+            stats.odd("prober", repr(exc))
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1)
+    peer.close()
+
+
+async def hostile_worker(
+    target: Target, stats: Stats, stop: asyncio.Event, attacks: list[str]
+) -> None:
+    while not stop.is_set():
+        name = random.choice(attacks)
         stats.attacks[name] += 1
         try:
-            await asyncio.wait_for(ATTACKS[name](target, stats), 90)
+            await asyncio.wait_for(ATTACKS[name](target, stats), 150)
         except Exception as exc:
             stats.odd(name, f"attack failed to run: {exc!r}")
         await asyncio.sleep(random.uniform(0.2, 1.0))
@@ -385,7 +405,7 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
     rooms = [f"room{i}@conference.localhost" for i in range(max(1, args.members // 5))]
     db = Database(data / "minimix.sqlite3")
     accounts = AccountStore(db)
-    for user in (*members, "mallory", "sloth", "host"):
+    for user in (*members, "mallory", "sloth", "host", "prober"):
         accounts.create(user, "secret")
     db.close()
     config = write_config(
@@ -429,9 +449,12 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
     room_sets = [random.sample(rooms, k=min(2, len(rooms))) for _ in members]
     people = [Member(m, everyone, r, stats) for m, r in zip(members, room_sets, strict=True)]
     tasks = [asyncio.ensure_future(p.run(target, stop)) for p in people]
+    attacks = args.attacks or list(ATTACKS)
     tasks += [
-        asyncio.ensure_future(hostile_worker(target, stats, stop)) for _ in range(args.hostile)
+        asyncio.ensure_future(hostile_worker(target, stats, stop, attacks))
+        for _ in range(args.hostile)
     ]
+    tasks.append(asyncio.ensure_future(prober(target, stats, stop)))
     sampler = asyncio.ensure_future(sample(pid, stats, stop, started))
     await asyncio.sleep(args.duration)
     stop.set()
@@ -444,6 +467,8 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
             stats.odd("final collection failed", repr(exc))
     await sampler
     host.close()
+    await asyncio.sleep(35)  # connections being closed settle (TLS shutdown waits up to 30 s)
+    settled_fds = fd_count(pid) if proc.proc is not None and proc.proc.poll() is None else 0
     alive = proc.proc is not None and proc.proc.poll() is None
     final_rss = rss_kb(pid) if alive else 0
     proc.stop()
@@ -474,9 +499,22 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
         "rss_growth_kb": growth,
         "fds_after_warmup": warm[0][2] if warm else 0,
         "fds_end": stats.samples[-1][2] if stats.samples else 0,
+        "fds_settled": settled_fds,
+        "ping_ms": _percentiles(stats.pings),
         "samples": [list(s) for s in stats.samples],
         "data_dir": str(work),
     }
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    v = sorted(values)
+
+    def pick(q: float) -> float:
+        return round(1000 * v[min(len(v) - 1, int(q * len(v)))], 1)
+
+    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": round(1000 * v[-1], 1)}
 
 
 def main() -> int:
@@ -487,6 +525,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=60.0, help="memory baseline after this")
     ap.add_argument("--max-growth", type=int, default=30_000, help="kB of RSS growth allowed")
     ap.add_argument("--json", type=Path, help="write the full result here")
+    ap.add_argument("--attacks", nargs="*", choices=list(ATTACKS), help="only these attacks")
     args = ap.parse_args()
     args.duration = min(max(args.duration, 10.0), MAX_DURATION)
     args.members = min(max(args.members, 2), MAX_MEMBERS)

@@ -134,6 +134,66 @@ async def test_client_that_does_not_read_is_disconnected(tmp_path: Path) -> None
         await hang_up(a, b)
 
 
+async def test_requests_wait_until_their_answers_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asking costs little, answering a lot: a client that does not read its answers gets no
+    more of its input handled until it reads, and is dropped if it never does."""
+    limits = {"max_output_buffer": 1_048_576, "rate": 10**9, "burst": 10**9}
+    async with running_server(tmp_path, limits=limits) as srv:
+        a, b = await neighbours(srv)
+        big = await Peer().login(srv, "bob", resource="raw")
+        photo = "P" * 200_000
+        card = await big.iq(
+            f"<iq type='set'><vCard xmlns='vcard-temp'><PHOTO><BINVAL>{photo}</BINVAL></PHOTO>"
+            "</vCard></iq>"
+        )
+        assert card.get("type") == "result"
+        srv.add_user("sloth")
+        sloth = await Peer().login(srv, "sloth", rcvbuf=4096)
+        for i in range(60):  # 12 MB of answers, and it reads none of them
+            sloth.send(
+                f"<iq type='get' id='v{i}' to='bob@localhost'><vCard xmlns='vcard-temp'/></iq>"
+            )
+        sloth.send(
+            f"<message to='{a.boundjid.full}' type='chat'><body>after the asking</body></message>"
+        )
+        await sloth.drain()
+        await assert_unaffected(a, b)
+        await asyncio.sleep(0.5)
+        early = []
+        while not a.messages.empty():
+            early.append(a.messages.get_nowait()["body"])
+        assert "after the asking" not in early
+        assert srv.server.sessions.get(JID.parse(sloth.jid)) is not None
+        # Once it reads, its input is handled again, in order.
+        answers = 0
+        while answers < 60:
+            el = await sloth.recv(timeout=10)
+            answers += el.tag == f"{{{CLIENT}}}iq"
+        msg = await a.next_message()
+        while msg["body"] != "after the asking":
+            msg = await a.next_message()
+        # One that never reads is dropped after a while (shortened here).
+        monkeypatch.setattr("minimix.core.c2s._STALL_TIMEOUT", 0.5)
+        stuck = await Peer().login(srv, "sloth", resource="stuck", rcvbuf=4096)
+        for i in range(60):
+            stuck.send(
+                f"<iq type='get' id='s{i}' to='bob@localhost'><vCard xmlns='vcard-temp'/></iq>"
+            )
+        await stuck.drain()
+        for _ in range(200):
+            if srv.server.sessions.get(JID.parse(stuck.jid)) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert srv.server.sessions.get(JID.parse(stuck.jid)) is None
+        assert await stuck.stream_error(timeout=20) == "resource-constraint"
+        await assert_unaffected(a, b)
+        for p in (big, sloth):
+            p.close()
+        await hang_up(a, b)
+
+
 @pytest.mark.parametrize("state", ["connected", "hibernating"])
 async def test_unacknowledged_queue_is_capped(tmp_path: Path, state: str) -> None:
     async with running_server(tmp_path, limits={"sm_max_queue": 20}) as srv:

@@ -125,6 +125,10 @@ class SmState:
 
 
 _FEATURE_BIND = tag(ns.BIND, "bind")
+# One connection's input is handled for at most this long before others get a turn (seconds).
+_TURN = 0.005
+# A client holding output unread this long (seconds) while its input waits is disconnected.
+_STALL_TIMEOUT = 60.0
 _SESSION_REQUEST = tag(ns.SESSION, "session")
 # services.counters keys for stanzas written to clients, by kind (read by /metrics).
 _OUT_COUNTERS = {t: "out_" + t.rpartition("}")[2] for t in STANZA_TAGS}
@@ -157,6 +161,8 @@ class ClientConnection:
         self._clean_close = False
         self._counted_unauth = True
         self._throttled = False  # reading paused until the inbound rate debt is paid
+        self._unread = False  # input held back until the client reads what it was sent
+        self._unflushed = 0  # characters queued on the stream, not yet given to the transport
         self._auth_timer: asyncio.TimerHandle | None = None
         self._flush_pending = False  # stanzas queued this loop turn, written at its end
         self._loop = asyncio.get_running_loop()
@@ -192,6 +198,7 @@ class ClientConnection:
         if el is not None and el.tag in _OUT_COUNTERS:
             self.services.count(_OUT_COUNTERS[el.tag])
         self.stream.send_text(text)
+        self._unflushed += len(text)
         # Written once the work of this loop turn is done: a client that receives several stanzas
         # in one turn (a busy room) gets them in one TLS record and one system call.
         if not self._flush_pending:
@@ -221,6 +228,7 @@ class ClientConnection:
             asyncio.get_running_loop().create_task(self._end(sm.session))
 
     def _write_out(self) -> None:
+        self._unflushed = 0
         if self.framed:
             frames = self.stream.frames_to_send()
             if frames:
@@ -281,13 +289,49 @@ class ClientConnection:
         self._resume_reading()
 
     def _resume_reading(self) -> None:
-        """Read again, unless the rate limit or a long backlog of input holds reading back."""
-        if not self._closed and not self._throttled and len(self._inbox) <= 64:
-            self.transport.resume_reading()
+        """Read again, unless the rate limit, a long backlog of input, or a backlog of output
+        the client has not read holds reading back."""
+        if not self._closed and not self._throttled and not self._unread:
+            if len(self._inbox) <= 64:
+                self.transport.resume_reading()
+
+    async def _wait_for_reader(self) -> None:
+        """The client does not read what it was sent: handle none of its input (a request can
+        cost far more to answer than to send) until it has read most of it. A client that
+        reads nothing for ``_STALL_TIMEOUT`` seconds is disconnected."""
+        limit = self.services.limits.max_output_buffer
+        self._unread = True
+        self.transport.pause_reading()
+        self._flush()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _STALL_TIMEOUT
+        try:
+            while not self._closed and self.transport.buffered() > limit // 8:
+                if loop.time() > deadline:
+                    log.warning("%s has not read its stream; disconnecting", self.describe())
+                    self.close(StreamError("resource-constraint", "you do not read your stream"))
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            self._unread = False
 
     async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        turn = loop.time()
         try:
             while self._inbox:
+                backlog = self.transport.buffered() + self._unflushed
+                if backlog > self.services.limits.max_output_buffer // 4:
+                    await self._wait_for_reader()
+                    if self._closed:
+                        self._inbox.clear()
+                        break
+                if loop.time() - turn > _TURN:
+                    await asyncio.sleep(0)  # other connections get their turn
+                    turn = loop.time()
+                    if self._closed:
+                        self._inbox.clear()
+                        break
                 ev = self._inbox.popleft()
                 try:
                     await self._handle(ev)
