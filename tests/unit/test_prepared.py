@@ -91,3 +91,17 @@ def test_prepared_framed_declares_the_namespace() -> None:
     text = Prepared(groupchat("ws")).for_recipient("a@b/c", framed=True)
     assert text.startswith('<message xmlns="jabber:client" to="a@b/c" ')
     assert parse_element(text).get("to") == "a@b/c"
+
+
+def test_prepared_copies_differing_in_their_last_child_each_get_their_own() -> None:
+    m = groupchat("archived")
+    texts = []
+    for n in range(3):
+        copy = copy_shallow(m, to=f"u{n}@example.org")
+        SubElement(copy, f"{{{ns.SID}}}stanza-id", {"id": f"own{n}", "by": f"u{n}@example.org"})
+        texts.append(Prepared(copy).for_recipient(f"u{n}@example.org/d"))
+    for n, text in enumerate(texts):
+        el = parse_element(text)
+        assert [s.get("id") for s in el.findall(f"{{{ns.SID}}}stanza-id")] == ["s1", f"own{n}"]
+        assert el.findtext("{jabber:client}body") == "archived"
+        assert serialize(el) == text

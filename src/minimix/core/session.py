@@ -9,7 +9,13 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from minimix.protocol.jid import JID
 from minimix.protocol.stanza import StreamError
-from minimix.protocol.xml import Element, escape_attr, serialize_content, serialize_split
+from minimix.protocol.xml import (
+    Element,
+    escape_attr,
+    escape_text,
+    serialize_children,
+    serialize_split,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,9 +46,11 @@ class Prepared:
     __slots__ = ("_head", "_tail", "element")
 
     # The last stanza prepared: tag, text, attributes but ``to``, children; then its name,
-    # attributes and the rest as serialized, and its content (text and children) serialized.
+    # attributes and the rest as serialized, and each child serialized.
     _memo: ClassVar[
-        tuple[str, str | None, tuple[tuple[str, str], ...], tuple[Element, ...], str, str, str]
+        tuple[
+            str, str | None, tuple[tuple[str, str], ...], tuple[Element, ...], str, str, list[str]
+        ]
         | None
     ] = None
 
@@ -51,24 +59,27 @@ class Prepared:
         kids = tuple(el)
         attrs = tuple(kv for kv in el.attrib.items() if kv[0] != "to")
         memo = Prepared._memo
-        if (
-            memo is not None
-            and memo[0] == el.tag
-            and memo[1] == el.text
-            and len(memo[3]) == len(kids)
-            and all(a is b for a, b in zip(memo[3], kids, strict=True))
-        ):
-            if memo[2] == attrs:
+        if memo is not None and memo[0] == el.tag and memo[1] == el.text:
+            # The leading children it shares with the last one (a copy's, plus an id of its
+            # own at the end, say) are not serialized again.
+            old = memo[3]
+            same = 0
+            n = min(len(old), len(kids))
+            while same < n and old[same] is kids[same]:
+                same += 1
+            if same == len(kids) == len(old) and memo[2] == attrs:
                 self._head = memo[4]
                 self._tail = memo[5]
                 return
-            content = memo[6]
+            parts = memo[6][:same] + serialize_children(el, start=same)
         else:
-            content = serialize_content(el)
+            parts = serialize_children(el)
+        text = el.text
+        content = (escape_text(text) if text else "") + "".join(parts)
         head, attr_text, rest = serialize_split(el, omit="to", content=content)
         self._head = head
         self._tail = attr_text + rest
-        Prepared._memo = (el.tag, el.text, attrs, kids, head, self._tail, content)
+        Prepared._memo = (el.tag, text, attrs, kids, head, self._tail, parts)
 
     def for_recipient(self, to: str, framed: bool = False) -> str:
         return self.splice(f' to="{escape_attr(to)}"', framed)

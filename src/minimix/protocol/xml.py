@@ -217,6 +217,27 @@ def serialize_split(
 
 def serialize_content(el: Element, parent_ns: str = ns.CLIENT) -> str:
     """The text and children of ``el`` as :func:`serialize` writes them inside it."""
+    uri, remap = _inner_namespace(el, parent_ns)
+    return _content(el, uri, remap)
+
+
+def serialize_children(el: Element, parent_ns: str = ns.CLIENT, start: int = 0) -> list[str]:
+    """Each child of ``el`` from index ``start`` (with the text after it) as :func:`serialize`
+    writes it inside ``el``: ``escape_text(el.text or "") + "".join(...)`` from 0 is the content.
+    """
+    uri, remap = _inner_namespace(el, parent_ns)
+    parts: list[str] = []
+    for sub in el[start:]:
+        out: list[str] = []
+        _write(sub, uri, out, remap)
+        if sub.tail:
+            out.append(sub.tail.translate(_TEXT_ESC))
+        parts.append("".join(out))
+    return parts
+
+
+def _inner_namespace(el: Element, parent_ns: str) -> tuple[str, dict[str, str] | None]:
+    """The namespace ``el`` is written in inside ``parent_ns``, and the stanza remap if any."""
     t = el.tag
     remap = None
     if parent_ns and not t.startswith("{" + parent_ns + "}"):
@@ -226,7 +247,7 @@ def serialize_content(el: Element, parent_ns: str = ns.CLIENT) -> str:
     uri = namespace(el)
     if remap is not None:
         uri = remap.get(uri, uri)
-    return _content(el, uri, remap)
+    return uri, remap
 
 
 def _content(el: Element, uri: str, remap: dict[str, str] | None) -> str:
