@@ -23,7 +23,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from minimix.core.extension import Extension
@@ -36,7 +36,7 @@ from minimix.protocol.jid import JID, try_parse
 from minimix.protocol.stanza import StanzaError, copy_shallow, error_reply, make, new_id
 from minimix.protocol.xml import Element, ParseError, SubElement, parse_element, tag
 from minimix.storage.account_join import AccountJoinStore, Membership
-from minimix.storage.archive import ArchiveQuery, ArchiveStore, UnknownArchiveId
+from minimix.storage.archive import ArchiveQuery, ArchiveRow, ArchiveStore, UnknownArchiveId
 
 from . import stanzas as st
 from .machine import (
@@ -69,6 +69,8 @@ _MAM_FIN = tag(ns.MAM, "fin")
 _FORWARDED = tag(ns.FORWARD, "forwarded")
 _BACKFILL_PAGES = 20
 _BACKFILL_PAGE = 100
+# Actions that send nothing to a client: archived group chat may stay pending across them.
+_QUIET_ACTIONS = (ArchiveGroupchat, Progress, Persist, Forget, StartTimer, CancelTimer, ToRoom)
 
 
 class AccountArchive(Protocol):
@@ -86,6 +88,12 @@ class AccountArchive(Protocol):
         room_stanza_id: str | None = None,
         stamp: float | None = None,
     ) -> Element | None: ...
+
+    def stanza_to_store(
+        self, account: JID, stanza: Element, with_jid: JID
+    ) -> tuple[Element, str] | None: ...
+
+    def store_rows(self, rows: Sequence[ArchiveRow]) -> None: ...
 
 
 class SentCopies(Protocol):
@@ -151,6 +159,13 @@ class AccountJoin(Extension):
         self._strays: dict[Key, float] = {}
         self._backfilled: dict[Key, int] = {}
         self._gap_fill_until: dict[Key, float] = {}  # gap-fills running or just finished
+        # Group chat archived in one transaction per loop turn: the rows, the deliveries that
+        # wait for them (delivered once stored, in order), the room stanza-ids among them.
+        self._rows: list[ArchiveRow] = []
+        self._waiting_rows: list[tuple[Prepared, tuple[JID, ...]]] = []
+        self._pending_ids: set[tuple[JID, str]] = set()
+        self._commit_scheduled = False
+        self._worth: tuple[tuple[Element, ...], bool] | None = None  # the last room message's
         self._stopped = False
 
     # ------------------------------------------------------------------ table of contents
@@ -178,6 +193,7 @@ class AccountJoin(Extension):
 
     async def stop(self) -> None:
         """Keep every membership for the next start; tell nobody (the server is going away)."""
+        self.store_pending()
         self._stopped = True
         for occ in self.registry:
             for action in occ.shutdown():
@@ -282,6 +298,7 @@ class AccountJoin(Extension):
                 return False
             occ = self.registry.get_or_create(account, room, create)
             if self.archive_store is not None:
+                self.store_pending()
                 # What the account archived from this room before: the gap starts there.
                 last = self.archive_store.last_room_stanza(str(account), str(room))
                 if last is not None:
@@ -303,6 +320,8 @@ class AccountJoin(Extension):
 
     def _apply_one(self, key: Key, occ: Occupancy, a: Action) -> None:
         account, room = key
+        if self._rows and not isinstance(a, _QUIET_ACTIONS):
+            self.store_pending()  # what waits to be stored reaches clients before this
         if isinstance(a, ToRoom):
             self._to_room(key, a.stanza)
         elif isinstance(a, ToClient):
@@ -374,7 +393,9 @@ class AccountJoin(Extension):
 
     def _fan_out(self, stanza: Element, clients: Iterable[JID]) -> None:
         """Serialize once, splice each client's ``to`` (no copy, no re-serialization)."""
-        prepared = Prepared(stanza)
+        self._deliver(Prepared(stanza), clients)
+
+    def _deliver(self, prepared: Prepared, clients: Iterable[JID]) -> None:
         n = 0
         for c in clients:
             s = self.sessions.get(c)
@@ -386,30 +407,80 @@ class AccountJoin(Extension):
 
     def _archive_groupchat(self, key: Key, a: ArchiveGroupchat) -> None:
         account, room = key
-        if (
-            a.room_stanza_id is not None
-            and self.archive_store is not None
-            and self._may_be_archived(key, a)
-            and self.archive_store.has_room_stanza(str(account), a.room_stanza_id)
-        ):
-            return  # already archived (and delivered): history overlapping what we have
-        stored = None
+        sid = a.room_stanza_id
+        if sid is not None and self.archive_store is not None:
+            if (account, sid) in self._pending_ids:
+                return  # already on its way into the archive (and to the clients)
+            if self._may_be_archived(key, a):
+                self.store_pending()
+                if self.archive_store.has_room_stanza(str(account), sid):
+                    return  # already archived (and delivered): history overlapping ours
         # Conversation is kept; chat states and other ephemera are only delivered.
-        if (
-            self.archive is not None
-            and self.archive.enabled
-            and worth_storing(copy_shallow(a.stanza, type="chat"))
-        ):
-            stored = self.archive.store_message(
-                account,
-                a.stanza,
-                with_jid=room,
-                kind="groupchat",
-                room_stanza_id=a.room_stanza_id,
-                stamp=a.stamp,
+        made = None
+        if self.archive is not None and self.archive.enabled and self._worth_storing(a.stanza):
+            made = self.archive.stanza_to_store(account, a.stanza, room)
+        if made is None:
+            if self._rows:
+                self.store_pending()
+            if a.clients:
+                self._fan_out(a.stanza, a.clients)
+            return
+        stored, archive_id = made
+        prepared = Prepared(stored)
+        self._rows.append(
+            ArchiveRow(
+                str(account),
+                archive_id,
+                str(room),
+                "",
+                time.time() if a.stamp is None else a.stamp,
+                "groupchat",
+                prepared.for_recipient(str(account)),
+                sid,
             )
-        if a.clients:
-            self._fan_out(stored if stored is not None else a.stanza, a.clients)
+        )
+        if sid is not None:
+            self._pending_ids.add((account, sid))
+        self._waiting_rows.append((prepared, a.clients))
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self.store_pending)
+
+    def store_pending(self) -> None:
+        """Store the group chat archived since the last call in one transaction, then deliver
+        each message to its clients: nothing reaches a client before it is stored. Runs once
+        per loop turn, and before anything else account-join sends to a client or reads from
+        the archive, so the order of delivery is kept."""
+        self._commit_scheduled = False
+        rows, waiting = self._rows, self._waiting_rows
+        if not rows:
+            return
+        self._rows, self._waiting_rows = [], []
+        self._pending_ids.clear()
+        assert self.archive is not None
+        try:
+            self.archive.store_rows(rows)
+        except Exception:
+            log.exception("%d group chat messages could not be archived or delivered", len(rows))
+            return
+        for prepared, clients in waiting:
+            if clients:
+                self._deliver(prepared, clients)
+
+    def _worth_storing(self, stanza: Element) -> bool:
+        """:func:`worth_storing` for group chat, worked out once per room message (every
+        account's copy shares the room's children)."""
+        kids = tuple(stanza)
+        memo = self._worth
+        if (
+            memo is not None
+            and len(memo[0]) == len(kids)
+            and all(x is y for x, y in zip(memo[0], kids, strict=True))
+        ):
+            return memo[1]
+        worth = worth_storing(copy_shallow(stanza, type="chat"))
+        self._worth = (kids, worth)
+        return worth
 
     def _may_be_archived(self, key: Key, a: ArchiveGroupchat) -> bool:
         """Whether the account's archive can hold this message already: history (it carries
@@ -790,6 +861,7 @@ class AccountJoin(Extension):
 
     def _backfill_item(self, key: Key, result: Element) -> None:
         account, room = key
+        self.store_pending()  # the archive is read below: it must hold what is on its way
         fwd = result.find(_FORWARDED)
         inner = fwd.find("{jabber:client}message") if fwd is not None else None
         rid = result.get("id")

@@ -18,6 +18,7 @@ import logging
 import math
 import time
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from minimix.config import ArchiveConfig
@@ -29,7 +30,7 @@ from minimix.protocol import ns
 from minimix.protocol.jid import JID, try_parse
 from minimix.protocol.stanza import StanzaError, copy_shallow, stanza_type
 from minimix.protocol.xml import Element, SubElement, serialize, tag
-from minimix.storage.archive import ArchivePrefs, ArchiveStore, new_archive_id
+from minimix.storage.archive import ArchivePrefs, ArchiveRow, ArchiveStore, new_archive_id
 from minimix.storage.stores import AccountStore, RosterStore
 
 log = logging.getLogger(__name__)
@@ -181,15 +182,12 @@ class UserArchive(Extension):
         (``with_jid`` = the room, ``room_stanza_id`` = the room's stanza-id) and MUC private
         messages; the hooks here do the same for ordinary chat.
         """
-        if not self.enabled or not self.allowed(account, with_jid):
+        made = self.stanza_to_store(account, stanza, with_jid)
+        if made is None:
             return None
-        by = str(account)
-        out = copy_shallow(stanza)
-        strip_stanza_ids(out, by)
-        sid = new_archive_id()
-        SubElement(out, STANZA_ID, {"by": by, "id": sid})
+        out, sid = made
         self.store.append(
-            by,
+            str(account),
             str(with_jid.bare),
             serialize(out),
             kind or stanza_type(stanza),
@@ -199,6 +197,27 @@ class UserArchive(Extension):
             with_full=str(with_jid) if with_jid.resource else None,
         )
         return out
+
+    def stanza_to_store(
+        self, account: JID, stanza: Element, with_jid: JID
+    ) -> tuple[Element, str] | None:
+        """What :meth:`store_message` stores, without storing it: the copy with our
+        ``<stanza-id by=account>`` (spoofed ones removed) and that id; None when archiving is
+        off or the account's preferences exclude ``with_jid``. For callers that store many
+        messages at once (:meth:`store_rows`) and deliver each copy only once it is stored."""
+        if not self.enabled or not self.allowed(account, with_jid):
+            return None
+        by = str(account)
+        out = copy_shallow(stanza)
+        strip_stanza_ids(out, by)
+        sid = new_archive_id()
+        SubElement(out, STANZA_ID, {"by": by, "id": sid})
+        return out, sid
+
+    def store_rows(self, rows: Sequence[ArchiveRow]) -> None:
+        """Store messages made with :meth:`stanza_to_store`, in one transaction (all or none:
+        raises StorageError)."""
+        self.store.append_many(rows)
 
     def forget_account(self, account: str) -> None:
         """A removed account: its archive and preferences go with it."""

@@ -1,0 +1,90 @@
+"""Group chat archived for every account in one transaction, and delivered only once stored."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from minimix.storage.archive import ArchiveRow
+from minimix.storage.database import StorageError
+from tests.e2e.account_join_helpers import mam_query, stanza_ids
+from tests.e2e.muc_helpers import Recorder, body, close, create, join, send_groupchat
+from tests.e2e.muc_helpers import client as muc_client
+from tests.support import running_server
+
+ROOM = "batch@conference.localhost"
+
+
+async def test_one_transaction_for_every_account_and_delivery_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_server(tmp_path) as srv:
+        owner, ro = await muc_client(srv, "owner", "desk")
+        await create(owner, ro, ROOM, "owner")
+        others: list[tuple[str, Recorder]] = []
+        clients = [owner]
+        for name in ("ann", "ben"):
+            for resource in ("phone", "laptop"):
+                c, rec = await muc_client(srv, name, resource)
+                await join(c, rec, ROOM, name)
+                clients.append(c)
+                others.append((f"{name}/{resource}", rec))
+        archive = srv.server.archive
+        router = srv.server.router
+        batches: list[tuple[list[str], int]] = []
+        store_rows = archive.store_rows
+
+        def recording(rows: Sequence[ArchiveRow]) -> None:
+            # Nothing of this message has reached a client while it is being stored.
+            batches.append(
+                ([r.archive for r in rows], router.counters.get("account_join_fanout", 0))
+            )
+            store_rows(rows)
+
+        monkeypatch.setattr(archive, "store_rows", recording)
+        before = router.counters.get("account_join_fanout", 0)
+        send_groupchat(owner, ROOM, "kept for all")
+        for _, rec in others:
+            await rec.take(lambda el: body(el) == "kept for all")
+        await ro.take(lambda el: body(el) == "kept for all")
+        assert len(batches) == 1, batches  # one transaction for the three accounts
+        accounts, seen_when_storing = batches[0]
+        assert sorted(accounts) == ["ann@localhost", "ben@localhost", "owner@localhost"]
+        assert seen_when_storing == before
+        assert router.counters["account_join_fanout"] - before == 5
+        # Each account's archive has its copy, with the id its clients were given.
+        for name, rec in others[::2]:
+            account = name.split("/")[0] + "@localhost"
+            got = next(el for el in rec.items if body(el) == "kept for all")
+            mine_id = stanza_ids(got)[account]
+            found = await mam_query(rec.client, rec, with_jid=ROOM)
+            assert mine_id in {stanza_ids(el).get(account) for el in found}
+        await close(*clients)
+
+
+async def test_what_could_not_be_stored_is_not_delivered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_server(tmp_path) as srv:
+        owner, ro = await muc_client(srv, "owner", "desk")
+        await create(owner, ro, ROOM, "owner")
+        ann, ra = await muc_client(srv, "ann", "phone")
+        await join(ann, ra, ROOM, "ann")
+        archive = srv.server.archive
+        store_rows = archive.store_rows
+
+        def full_disk(rows: Sequence[ArchiveRow]) -> None:
+            raise StorageError("database or disk is full", transient=True)
+
+        monkeypatch.setattr(archive, "store_rows", full_disk)
+        send_groupchat(owner, ROOM, "lost in storage")
+        await ra.settle()
+        await ro.settle()
+        assert not [el for el in ra.items + ro.items if body(el) == "lost in storage"]
+        monkeypatch.setattr(archive, "store_rows", store_rows)
+        send_groupchat(owner, ROOM, "stored again")
+        await ra.take(lambda el: body(el) == "stored again")
+        await ro.take(lambda el: body(el) == "stored again")
+        await close(owner, ann)
