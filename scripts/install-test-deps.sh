@@ -26,6 +26,14 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 
+# The peers the benchmark smoke test runs side by side with minimix.
+for peer in prosody:prosody ejabberd:ejabberdctl; do
+  if ! command -v "${peer#*:}" >/dev/null 2>&1 && [ ! -x "/usr/sbin/${peer#*:}" ]; then
+    echo "installing Debian's ${peer%%:*} for the benchmark smoke test"
+    apt_install "${peer%%:*}"
+  fi
+done
+
 if ! command -v npm >/dev/null 2>&1; then
   echo "installing Node.js and npm for the WebSocket client tests"
   apt_install nodejs npm
