@@ -18,7 +18,15 @@ apt_install() {
     apt-get update -qq
     apt_updated=1
   fi
+  # Packages with daemons (prosody, ejabberd) must not start them: the tests and benchmarks run
+  # their own instances on loopback. policy-rc.d tells Debian's maintainer scripts so.
+  local policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  if [ -n "$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 }
 
 if [ ! -x /usr/bin/chromium ]; then
