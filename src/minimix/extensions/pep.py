@@ -362,8 +362,8 @@ class Pep(Extension):
         self.caps.on_resolved = self._caps_resolved
         # Contacts' clients whose available presence reached each owner.
         self.online: dict[JID, set[JID]] = {}
-        # (owner, client) pairs that already got the owner's last items for this presence.
-        self._greeted: set[tuple[JID, JID]] = set()
+        # The reverse: for each contact's client, the owners whose accounts it is online to.
+        self._owners_of: dict[JID, set[JID]] = {}
         self._watchers: dict[str, list[Watcher]] = {}
         self._validators: dict[str, Validator] = {}
         self._defaults: dict[str, dict[str, Any]] = {}
@@ -630,6 +630,7 @@ class Pep(Extension):
             clients = self.online.setdefault(owner, set())
             fresh = frm not in clients
             clients.add(frm)
+            self._owners_of.setdefault(frm, set()).add(owner)
             known = await self.caps.presence(frm, stanza)
             if (fresh or known) and frm in self.caps.of_jid:
                 self._greet(owner, frm)
@@ -639,20 +640,22 @@ class Pep(Extension):
                 remaining.discard(frm)
                 if not remaining:
                     del self.online[owner]
-            self._greeted.discard((owner, frm))
+            owners = self._owners_of.get(frm)
+            if owners is not None:
+                owners.discard(owner)
+                if not owners:
+                    del self._owners_of[frm]
         return False
 
     def _greet(self, owner: JID, client: JID) -> None:
-        self._greeted.add((owner, client))
         self._send_last_items(owner, client)
 
     async def _caps_resolved(self, client: JID) -> None:
         """A client's features became known: greet every owner that waits for them."""
         if self._is_local_available(client):
             self._greet(client.bare, client)
-        for owner, clients in list(self.online.items()):
-            if client in clients:
-                self._greet(owner, client)
+        for owner in list(self._owners_of.get(client, ())):
+            self._greet(owner, client)
 
     def _is_local_available(self, client: JID) -> bool:
         s = self.sessions.get(client)
@@ -660,7 +663,6 @@ class Pep(Extension):
 
     def _gone(self, client: JID) -> None:
         self.caps.forget(client)
-        self._greeted = {(o, c) for o, c in self._greeted if c != client}
 
     async def client_gone(self, event: Any) -> None:
         self._gone(event.session.jid)
