@@ -1,4 +1,4 @@
-"""Feature detection and group chat helpers for the security tests.
+"""Feature detection and group chat building blocks for the security tests.
 
 Tests that need a feature the server does not have yet are skipped with a reason naming it.
 """

@@ -152,7 +152,7 @@ INVALID_UTF8 = {
     "beyond U+10FFFF": b"\xf4\x90\x80\x80",
     "stray continuation": b"\x80",
     "truncated sequence": b"\xe4\xb8x",
-    "invalid lead byte": b"\xff",
+    "invalid first byte": b"\xff",
 }
 
 
