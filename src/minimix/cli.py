@@ -148,6 +148,18 @@ def _check(config: Config) -> int:
         problems.append("warning: c2s.require_encryption is false; passwords may cross in clear")
     if config.registration.open and config.registration.throttle_per_ip == 0:
         problems.append("warning: registration is open without a per-IP throttle")
+    limits = config.limits
+    for key in ("auth_failures_per_ip", "auth_failures_per_account"):
+        if getattr(limits, key) == 0:
+            problems.append(f"warning: limits.{key} is 0: password guessing is not throttled")
+    for key in ("unauthenticated_per_ip", "resources_per_account"):
+        if getattr(limits, key) == 0:
+            problems.append(f"limits.{key} is 0: no client could ever log in")
+    if limits.max_stanza_size > 4 * 1024 * 1024:
+        problems.append(
+            "warning: limits.max_stanza_size is above 4 MiB; one client can make "
+            "the server buffer that much per connection"
+        )
     errors = [p for p in problems if not p.startswith("warning")]
     for p in problems:
         print(p)

@@ -249,3 +249,20 @@ def test_serve_on_a_busy_port_says_so(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "cannot listen" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_check_warns_when_password_guessing_is_not_throttled(tmp_path: Path) -> None:
+    cfg = tmp_path / "minimix.toml"
+    cfg.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n[limits]\nauth_failures_per_ip = 0\n'
+        "unauthenticated_per_ip = 0\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "minimix", "check", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "limits.auth_failures_per_ip is 0" in out.stdout
+    assert "limits.unauthenticated_per_ip is 0: no client could ever log in" in out.stdout
+    assert out.returncode == 1
