@@ -116,7 +116,10 @@ TLS_CONTEXT = tls_context()
 
 
 def raise_fd_limit(wanted: int = 1 << 20) -> int:
-    """Raise RLIMIT_NOFILE as far as allowed (servers started afterwards inherit it)."""
+    """Raise RLIMIT_NOFILE as far as allowed (servers started afterwards inherit it).
+
+    Without the privilege to raise the hard limit, the soft limit goes up to the hard one.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     for limit in (wanted, hard):
         try:
@@ -1021,6 +1024,9 @@ async def idle_connections(
     """Server memory per idle authenticated TLS client, at each of ``levels`` clients."""
     tag = run_tag()
     top = max(levels)
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if top + 256 > fd_limit:
+        raise XmppError(f"{top} clients need more file descriptors than the limit of {fd_limit}")
     account_count = -(-top // resources_per_account)
     names = [f"i{tag}a{i}" for i in range(account_count)]
     await register_accounts(target, names, concurrency, timeout)
