@@ -48,18 +48,21 @@ class Prepared:
     # The last stanza prepared: tag, text, attributes but ``to``, children; then its name,
     # attributes and the rest as serialized, and each child serialized.
     _memo: ClassVar[
-        tuple[
-            str, str | None, tuple[tuple[str, str], ...], tuple[Element, ...], str, str, list[str]
-        ]
-        | None
+        tuple[str, str | None, dict[str, str], tuple[Element, ...], str, str, list[str]] | None
     ] = None
 
     def __init__(self, el: Element) -> None:
         self.element = el
         kids = tuple(el)
-        attrs = tuple(kv for kv in el.attrib.items() if kv[0] != "to")
+        attrs = dict(el.attrib)
+        attrs.pop("to", None)
         memo = Prepared._memo
         if memo is not None and memo[0] == el.tag and memo[1] == el.text:
+            # Elements compare by identity: the same child objects, the same serialization.
+            if memo[3] == kids and memo[2] == attrs:
+                self._head = memo[4]
+                self._tail = memo[5]
+                return
             # The leading children it shares with the last one (a copy's, plus an id of its
             # own at the end, say) are not serialized again.
             old = memo[3]
@@ -67,10 +70,6 @@ class Prepared:
             n = min(len(old), len(kids))
             while same < n and old[same] is kids[same]:
                 same += 1
-            if same == len(kids) == len(old) and memo[2] == attrs:
-                self._head = memo[4]
-                self._tail = memo[5]
-                return
             parts = memo[6][:same] + serialize_children(el, start=same)
         else:
             parts = serialize_children(el)

@@ -320,6 +320,13 @@ class AccountJoin(Extension):
 
     def _apply_one(self, key: Key, occ: Occupancy, a: Action) -> None:
         account, room = key
+        # The two actions of every room message first.
+        if isinstance(a, ArchiveGroupchat):
+            self._archive_groupchat(key, a)
+            return
+        if isinstance(a, Progress):
+            self._progress[key] = (a.room_stanza_id, a.stamp)
+            return
         if self._rows and not isinstance(a, _QUIET_ACTIONS):
             self.store_pending()  # what waits to be stored reaches clients before this
         if isinstance(a, ToRoom):
@@ -330,8 +337,6 @@ class AccountJoin(Extension):
                 s.send(a.stanza)
         elif isinstance(a, FanOut):
             self._fan_out(a.stanza, a.clients)
-        elif isinstance(a, ArchiveGroupchat):
-            self._archive_groupchat(key, a)
         elif isinstance(a, ReceivedPrivate):
             self._received_private(key, a)
         elif isinstance(a, SentPrivate):
@@ -354,8 +359,6 @@ class AccountJoin(Extension):
             self._progress.pop(key, None)
             if not self._stopped:
                 self.store.forget(str(account), str(room))
-        elif isinstance(a, Progress):
-            self._progress[key] = (a.room_stanza_id, a.stamp)
         elif isinstance(a, Backfill):
             self._spawn(self._backfill(key, a.after_id))
 

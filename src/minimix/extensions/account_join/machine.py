@@ -67,6 +67,39 @@ PING_TIMEOUT = "ping"
 ALL_TIMERS = (LINGER, REJOIN, JOIN_TIMEOUT, SETTLE, LEAVE_TIMEOUT, PING_TIMEOUT)
 
 
+@dataclass(frozen=True, slots=True)
+class MessageFacts:
+    """What every account's copy of one room message has in common (the room's children)."""
+
+    ids_by: dict[str, str | None]  # XEP-0359 stanza-ids: by -> id (the first for each by)
+    delay: float | None  # the room's <delay> stamp (history), None for a live message
+    subject_only: bool
+
+
+class _FactsMemo:
+    """The facts of the last message looked at: a room's copies for each account share their
+    children, so they are worked out once per room message, not once per account."""
+
+    def __init__(self) -> None:
+        self._kids: tuple[Element, ...] = ()
+        self._facts: MessageFacts | None = None
+
+    def of(self, message: Element) -> MessageFacts:
+        kids = tuple(message)
+        facts = self._facts
+        if facts is not None and kids == self._kids:  # elements compare by identity
+            return facts
+        ids: dict[str, str | None] = {}
+        for sid in message.findall(st.STANZA_ID):
+            ids.setdefault(sid.get("by", ""), sid.get("id"))
+        facts = MessageFacts(ids, st.delay_stamp(message), st.is_subject_only(message))
+        self._kids, self._facts = kids, facts
+        return facts
+
+
+_FACTS = _FactsMemo()
+
+
 # --------------------------------------------------------------------------- actions
 
 
@@ -978,7 +1011,7 @@ class Occupancy:
             return []
         account = str(self.account)
         mtype = message.get("type") or "normal"
-        if st.stanza_id_by(message, account) is not None:
+        if _FACTS.of(message).ids_by.get(account) is not None:
             # Only our archive may claim an id for the account (XEP-0359 §4): a copy without.
             message = st.restamped(message, account)
         if mtype == "error":
@@ -987,7 +1020,7 @@ class Occupancy:
                 return [ToClient(client, copy_shallow(message, to=str(client)))]
             return [FanOut(message, self.attached)] if self.joined else []
         if mtype == "groupchat":
-            if st.is_subject_only(message):
+            if _FACTS.of(message).subject_only:
                 self.subject = message
                 if self.phase is Phase.JOINING and self.self_received:
                     return self._complete_join()
@@ -1004,8 +1037,9 @@ class Occupancy:
         return [DeliverToAccount(message)]
 
     def _groupchat(self, message: Element) -> list[Action]:
-        room_sid = st.stanza_id_by(message, str(self.room))
-        delayed = st.delay_stamp(message)
+        facts = _FACTS.of(message)
+        room_sid = facts.ids_by.get(str(self.room))
+        delayed = facts.delay
         stamp = delayed if delayed is not None else self.clock()
         acts: list[Action] = []
         if self.phase is Phase.JOINED or (self.phase is Phase.JOINING and self.rejoin):
