@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from minimix.config import MucConfig
 from minimix.core.extension import Extension
-from minimix.core.router import Router
+from minimix.core.router import Router, error_for
 from minimix.extensions.archive.protocol import (
     QUERY as MAM_QUERY,
 )
@@ -41,7 +41,7 @@ from minimix.protocol import ns
 from minimix.protocol.jid import JID, try_parse
 from minimix.protocol.stanza import StanzaError, error_reply, iq_result, make
 from minimix.protocol.xml import Element, ParseError, SubElement, parse_element, serialize, tag
-from minimix.storage.archive import ArchiveStore, new_archive_id
+from minimix.storage.archive import ArchiveRow, ArchiveStore, new_archive_id
 from minimix.storage.muc import MucStore, StoredAffiliation, StoredRoom, StoredSubject
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,12 @@ class MucService(Extension):
         self._busy = False
         self._resumer: asyncio.Task[None] | None = None
         self._stopped = False
+        # The room archive is written in one transaction per loop turn. Until the messages
+        # waiting for it are stored, everything the service sends waits too, in order:
+        self._held: deque[Element] | None = None  # what waits to be sent (None: nothing)
+        self._rows: list[ArchiveRow] = []  # archive rows waiting to be stored
+        self._row_sources: list[tuple[Element | None, list[Element]]] = []  # stanza, outputs
+        self._releaser: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -121,10 +127,12 @@ class MucService(Extension):
     async def stop(self) -> None:
         """Tell every occupant the service is going away (110 + 332, XEP-0045 §11.2)."""
         self._stopped = True
+        if self._releaser is not None:
+            await self._releaser  # what waits for the archive goes out first
         for room in list(self.rooms.values()):
             fx = room.shutdown()
             for el in fx.out:
-                await self._send(el)
+                await self._emit(el)
             if not room.config.persistent:
                 self._close(room, destroyed=False)
 
@@ -158,10 +166,17 @@ class MucService(Extension):
 
     # ------------------------------------------------------------------ component
     async def receive(self, stanza: Element) -> None:
-        """Take a stanza from the router; handled in arrival order (see the module docstring)."""
+        """Take a stanza from the router; handled in arrival order (see the module docstring).
+
+        Returns once what it caused has been sent, archived first: stanzas that arrive from
+        several callers meanwhile share one archive transaction.
+        """
         self._inbox.append(stanza)
         if not self._busy:
             await self._drain()
+        releaser = self._releaser
+        if releaser is not None and releaser is not asyncio.current_task():
+            await asyncio.shield(releaser)
 
     async def _drain(self) -> None:
         self._busy = True
@@ -183,17 +198,79 @@ class MucService(Extension):
         self.router.count("muc_stanzas_out")
         await self.router.route(el, self)
 
+    async def _emit(self, el: Element) -> None:
+        """Send ``el`` now, or after what waits for the room archive (order is kept)."""
+        if self._held is not None:
+            self._held.append(el)
+        else:
+            await self._send(el)
+
+    async def _release(self) -> None:
+        """Store what waits for the room archive, then send what waited, in order; more may
+        arrive meanwhile (stored before whatever was queued after it is sent)."""
+        held = self._held
+        assert held is not None
+        try:
+            while True:
+                if self._rows:
+                    self._store_rows()
+                if not held:
+                    break
+                el = held.popleft()
+                try:
+                    await self._send(el)
+                except Exception:
+                    log.exception("the group chat service could not send a stanza")
+        finally:
+            self._held = None
+            self._releaser = None
+
+    def _store_rows(self) -> None:
+        """One transaction for the rows waiting. If it fails, what their messages caused is
+        not sent: each sender gets an error instead (nothing reflected is unarchived)."""
+        rows, sources = self._rows, self._row_sources
+        self._rows, self._row_sources = [], []
+        assert self.archive is not None
+        try:
+            self.archive.append_many(rows)
+        except Exception as exc:
+            log.exception("the room archive could not store %d messages", len(rows))
+            held = self._held
+            if held is None:
+                return
+            dropped = {id(el) for _, outs in sources for el in outs}
+            kept = [el for el in held if id(el) not in dropped]
+            held.clear()
+            held.extend(kept)
+            for stanza, _ in sources:
+                if stanza is not None:
+                    reply = self._refusal(stanza, error_for(exc))
+                    if reply is not None:
+                        held.append(reply)
+
+    def _flush_archive(self) -> None:
+        """Store what waits now (before reading or deleting a room archive)."""
+        if self._rows:
+            self._store_rows()
+
     async def _refuse(self, stanza: Element, err: StanzaError, room: JID | None = None) -> None:
         """Answer ``stanza`` with an error (never an error to an error or a result)."""
+        reply = self._refusal(stanza, err, room)
+        if reply is not None:
+            await self._emit(reply)
+
+    def _refusal(
+        self, stanza: Element, err: StanzaError, room: JID | None = None
+    ) -> Element | None:
         stype = stanza.get("type")
         kind = stanza.tag.rsplit("}", 1)[-1]
         if stype == "error" or (kind == "iq" and stype == "result") or "from" not in stanza.attrib:
-            return
+            return None
         if room is not None and err.by is None:
             err.by = str(room)
         if kind == "presence":
             if stype == "unavailable":
-                return
+                return None
             reply = make(
                 "presence",
                 to=stanza.get("from"),
@@ -207,7 +284,7 @@ class MucService(Extension):
             reply = error_reply(stanza, err)
             if "from" not in reply.attrib:
                 reply.set("from", self.domain)
-        await self._send(reply)
+        return reply
 
     async def _handle(self, stanza: Element) -> None:
         to = try_parse(stanza.get("to"))
@@ -248,28 +325,35 @@ class MucService(Extension):
         except StanzaError as err:
             await self._refuse(stanza, err, room_jid)
             return
-        await self._apply(room, fx)
+        await self._apply(room, fx, stanza)
 
     # ------------------------------------------------------------------ effects
-    async def _apply(self, room: Room, fx: Effects) -> None:
-        """Persist and archive first (a client may query right after), then route."""
+    async def _apply(self, room: Room, fx: Effects, stanza: Element | None = None) -> None:
+        """Persist and archive first (a client may query right after), then route: what a
+        message to be archived causes is sent once the archive holds it (see ``_release``)."""
         self._persist(room, fx)
         if self.archive is not None and fx.archive:
             archive_jid = room.name
-            for item in fx.archive:
-                self.archive.append(
+            self._rows.extend(
+                ArchiveRow(
                     archive_jid,
+                    item.stanza_id,
                     item.with_jid,
-                    serialize(item.stanza),
+                    item.with_jid,
+                    item.stamp,
                     "groupchat",
-                    stamp=item.stamp,
-                    stanza_id=item.stanza_id,
-                    with_full=item.with_jid,
+                    serialize(item.stanza),
                 )
+                for item in fx.archive
+            )
+            self._row_sources.append((stanza, fx.out))
+            if self._held is None:
+                self._held = deque()
+                self._releaser = asyncio.get_running_loop().create_task(self._release())
         if fx.closed:
             self._close(room, destroyed=fx.destroyed)
         for el in fx.out:
-            await self._send(el)
+            await self._emit(el)
 
     def _persist(self, room: Room, fx: Effects) -> None:
         name = room.jid.local
@@ -321,6 +405,7 @@ class MucService(Extension):
             self.store.delete_room(name)
             self._persisted.discard(name)
         if self.archive is not None and (destroyed or not room.config.persistent):
+            self._flush_archive()  # nothing of it is stored after it is gone
             self.archive.delete_archive(room.name)
 
     # ------------------------------------------------------------------ errors coming back
@@ -371,7 +456,7 @@ class MucService(Extension):
                 stanza, frm, to.resource, now, raw_nick=_raw_nick(stanza), created=True
             )
             self.rooms[to.local] = room
-            await self._apply(room, fx)
+            await self._apply(room, fx, stanza)
             return
         if kind == "iq" and stanza.get("type") not in ("get", "set"):
             return
@@ -450,7 +535,7 @@ class MucService(Extension):
         except StanzaError as err:
             await self._refuse(stanza, err)
             return
-        await self._send(iq_result(stanza, result))
+        await self._emit(iq_result(stanza, result))
 
     # ------------------------------------------------------------------ IQs to a room
     async def _room_iq(self, room: Room, iq: Element, frm: JID) -> None:
@@ -483,6 +568,7 @@ class MucService(Extension):
         elif ptag == tag(ns.MAM, "metadata") and itype == "get":
             self._check_archive_access(room, frm)
             assert self.archive is not None
+            self._flush_archive()
             result = metadata_element(self.archive.bounds(room.name))
         elif ptag == tag(ns.PING, "ping") and itype == "get":
             result = None
@@ -490,16 +576,16 @@ class MucService(Extension):
             raise StanzaError("service-unavailable")
         reply = iq_result(iq, result)
         if fx is None:
-            await self._send(reply)
+            await self._emit(reply)
             return
         # The requester learns of success after the removed occupants, before the others
         # (§8.2); the whole of a change is applied before anything is sent.
         self._persist(room, fx)
         if fx.closed:
             self._close(room, destroyed=fx.destroyed)
-        await self._send(reply)
+        await self._emit(reply)
         for el in fx.out:
-            await self._send(el)
+            await self._emit(el)
 
     def _room_info(self, room: Room, query: Element, frm: JID) -> Element:
         node = query.get("node")
@@ -550,11 +636,12 @@ class MucService(Extension):
             q.append(form_fields([]))
             return q
         query, queryid = parse_query(iq, self.archive_page_size)
+        self._flush_archive()
         page = run_query(self.archive, room.name, query)
         if not room.sees_real_jids(frm.bare):
             for item in page.items:
                 item.stanza = _without_real_jid(item.stanza)
-        return await send_results(self._send, iq, page, room.name, queryid)
+        return await send_results(self._emit, iq, page, room.name, queryid)
 
 
 def _raw_nick(stanza: Element) -> str | None:
