@@ -316,12 +316,15 @@ class StreamParser:
         self.max_depth = max_depth
         self.framed = framed
         self._events: list[StreamHeader | Element | None] = []
-        self._names: dict[str, str] = {}
+        self._names = _NAMES
         self.reset()
 
     def reset(self) -> None:
         """Start a fresh document (after STARTTLS or SASL success, or per WebSocket frame)."""
         p = pyexpat.ParserCreate("UTF-8", " ")
+        # Text arrives in pieces of at most this many characters (joined by the tree
+        # builder); every connection's parser holds such a buffer, so it is kept small.
+        p.buffer_size = _TEXT_BUFFER
         p.buffer_text = True
         p.ordered_attributes = False
         p.specified_attributes = True
@@ -357,7 +360,7 @@ class StreamParser:
                 fixed = f"{{{uri}}}{local}"
             else:
                 fixed = name
-            if len(self._names) < 4096:
+            if len(self._names) < _MAX_NAMES:
                 self._names[name] = fixed
         return fixed
 
@@ -492,6 +495,11 @@ class StreamParser:
 
 
 _PIECE = 65536
+_TEXT_BUFFER = 1024
+# Expat's "uri local" names in Clark notation, shared by every parser (names seen often are
+# the same few hundred everywhere); bounded, so hostile input cannot grow it for ever.
+_NAMES: dict[str, str] = {}
+_MAX_NAMES = 16384
 _BAD_NAMESPACE_CHARS = frozenset("{} \t\r\n")
 
 _RESTRICTED_ERRORS = frozenset(
