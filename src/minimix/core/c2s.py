@@ -153,7 +153,9 @@ class ClientConnection:
         self.sm: SmState | None = None
         self._scram: sasl.ScramServer | None = None
         self._pending_user = ""
-        self._inbox: deque[Any] = deque()
+        # Events waiting to be handled: a list, as it holds a few at most (an empty deque
+        # costs ten times the memory, and every idle connection has one).
+        self._inbox: list[Any] = []
         self._worker: asyncio.Task[None] | None = None
         self._rate = TokenBucket(limits.rate, limits.burst)
         self._ack_requested = False
@@ -332,7 +334,7 @@ class ClientConnection:
                     if self._closed:
                         self._inbox.clear()
                         break
-                ev = self._inbox.popleft()
+                ev = self._inbox.pop(0)
                 try:
                     await self._handle(ev)
                 except Exception as exc:
