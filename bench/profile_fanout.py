@@ -24,13 +24,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import loadgen, servers
+from bench import loadgen, run, servers
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
@@ -99,7 +98,7 @@ async def one_shape(
             senders=senders,
             window=window,
             duration=duration,
-            rate=20.0,
+            rate=max(0.5, 2000.0 / receivers),  # as bench/run.py: 2,000 deliveries/s
             rate_seconds=3.0,
         )
     finally:
@@ -146,7 +145,7 @@ def main() -> int:
                     handle, accounts, devices, args.duration, args.senders, args.profile, args.top
                 )
             )
-            time.sleep(1.0)
+            run.settle(handle, 60.0)  # as bench/run.py: until the server is quiet again
     finally:
         servers.stop_all()
         shutil.rmtree(base, ignore_errors=True)
