@@ -30,7 +30,6 @@ _ACTIVE = tag(ns.CSI, "active")
 _INACTIVE = tag(ns.CSI, "inactive")
 _BODY = "{jabber:client}body"
 _SUBJECT = "{jabber:client}subject"
-_MUC_STATUS = f"{{{ns.MUC_USER}}}x/{{{ns.MUC_USER}}}status"
 _FORWARDED_MESSAGE = f"{{{ns.FORWARD}}}forwarded/{{jabber:client}}message"
 # Payloads that make a message important without a body.
 _URGENT = (
@@ -173,7 +172,7 @@ class ClientState(Extension):
         """Learn our nick in each room from our own occupant presence (status 110)."""
         if local_name(el) != "presence":
             return
-        if not any(s.get("code") == "110" for s in el.findall(_MUC_STATUS)):
+        if not _is_self_presence(el):
             return
         occupant = try_parse(el.get("from"))
         if occupant is None or not occupant.resource:
@@ -192,7 +191,7 @@ class ClientState(Extension):
             ptype = el.get("type")
             if ptype not in (None, "unavailable"):
                 return True  # subscription requests, errors, probes
-            return any(s.get("code") == "110" for s in el.findall(_MUC_STATUS))
+            return _is_self_presence(el)
         return self._important_message(st, el)
 
     def _important_message(self, st: _State, el: Element) -> bool:
@@ -221,6 +220,15 @@ class ClientState(Extension):
         if any(el.find(t) is not None for t in _URGENT):
             return True
         return any(c.tag.startswith(f"{{{u}}}") for c in el for u in _URGENT_NAMESPACES)
+
+
+_MUC_USER_X = f"{{{ns.MUC_USER}}}x"
+_STATUS = f"{{{ns.MUC_USER}}}status"
+
+
+def _is_self_presence(el: Element) -> bool:
+    """An occupant presence with status 110 (simple-tag lookups: no path parsing per stanza)."""
+    return any(s.get("code") == "110" for x in el.findall(_MUC_USER_X) for s in x.findall(_STATUS))
 
 
 def _only_chat_state(el: Element) -> bool:

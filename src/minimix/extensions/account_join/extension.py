@@ -69,6 +69,8 @@ _MAM_FIN = tag(ns.MAM, "fin")
 _FORWARDED = tag(ns.FORWARD, "forwarded")
 _BACKFILL_PAGES = 20
 _BACKFILL_PAGE = 100
+_PRESENCE = "{jabber:client}presence"
+_PRESENCE_CACHE = 20_000  # serialized presences kept (emptied when full)
 # Actions that send nothing to a client: archived group chat may stay pending across them.
 _QUIET_ACTIONS = (ArchiveGroupchat, Progress, Persist, Forget, StartTimer, CancelTimer, ToRoom)
 
@@ -166,6 +168,8 @@ class AccountJoin(Extension):
         self._pending_ids: set[tuple[JID, str]] = set()
         self._commit_scheduled = False
         self._worth: tuple[tuple[Element, ...], bool] | None = None  # the last room message's
+        # Presences sent to clients, serialized: children -> (attributes but to, prepared).
+        self._presences: dict[tuple[Element, ...], tuple[dict[str, str], Prepared]] = {}
         self._stopped = False
 
     # ------------------------------------------------------------------ table of contents
@@ -334,7 +338,10 @@ class AccountJoin(Extension):
         elif isinstance(a, ToClient):
             s = self.sessions.get(a.client)
             if s is not None:
-                s.send(a.stanza)
+                if a.stanza.tag == _PRESENCE and a.stanza.get("to") == str(a.client):
+                    s.send_prepared(self._prepared_presence(a.stanza))
+                else:
+                    s.send(a.stanza)
         elif isinstance(a, FanOut):
             self._fan_out(a.stanza, a.clients)
         elif isinstance(a, ReceivedPrivate):
@@ -395,8 +402,29 @@ class AccountJoin(Extension):
                 del self._outbox[key]
 
     def _fan_out(self, stanza: Element, clients: Iterable[JID]) -> None:
-        """Serialize once, splice each client's ``to`` (no copy, no re-serialization)."""
-        self._deliver(Prepared(stanza), clients)
+        """Serialize once, splice each client's ``to`` (no copy, no re-serialization).
+
+        Occupants' presences are kept serialized while they are current: a client attaching
+        to a big room is sent every one of them, and each attaching client again."""
+        if stanza.tag == _PRESENCE:
+            self._deliver(self._prepared_presence(stanza), clients)
+        else:
+            self._deliver(Prepared(stanza), clients)
+
+    def _prepared_presence(self, presence: Element) -> Prepared:
+        """The presence serialized, from a cache keyed on its children (shared by every copy
+        of it, whoever it is addressed to) and checked against its other attributes."""
+        kids = tuple(presence)
+        attrs = dict(presence.attrib)
+        attrs.pop("to", None)
+        cache = self._presences
+        hit = cache.get(kids)  # elements hash and compare by identity
+        if hit is None or hit[0] != attrs or hit[1].element.text != presence.text:
+            if len(cache) >= _PRESENCE_CACHE:
+                cache.clear()
+            hit = (attrs, Prepared(presence))
+            cache[kids] = hit
+        return hit[1]
 
     def _deliver(self, prepared: Prepared, clients: Iterable[JID]) -> None:
         n = 0
