@@ -73,10 +73,17 @@ class UnknownArchiveId(LookupError):
 
 
 def new_archive_id() -> str:
-    """A fresh unpredictable archive id (also usable before :meth:`ArchiveStore.append`):
-    12 bytes from the system's random source, URL-safe base64 (as ``secrets.token_urlsafe``),
-    taken from a pool filled a few kilobytes at a time rather than one system call each."""
-    return base64.urlsafe_b64encode(_POOL.take(12)).decode("ascii")
+    """A fresh archive id (also usable before :meth:`ArchiveStore.append`): the time in
+    milliseconds (6 bytes) then 9 bytes from the system's random source, URL-safe base64.
+
+    The random part makes ids unguessable and unique; the time in front makes ids made close
+    together sort close together, so each new message lands in the index pages the last ones
+    used instead of a random page of an ever larger index (a transaction storing a room message
+    in fifty accounts' archives then writes about fifty pages per index, not one per row).
+    """
+    stamp = time.time_ns() // 1_000_000
+    raw = stamp.to_bytes(8, "big")[2:] + _POOL.take(9)
+    return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
 class _RandomPool:
@@ -157,6 +164,12 @@ class ArchiveStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Archives are what the server writes most, and group chat dirties one index page per
+        # account in each transaction: let the write-ahead log grow to 64 MB (16,384 pages)
+        # before copying it into the database, so a page rewritten by many transactions is
+        # copied (and synced) once, not every few transactions (SQLite's default is 1,000).
+        if db.dialect == "sqlite" and db.path != ":memory:":
+            db.execute("PRAGMA wal_autocheckpoint=16384")
 
     # ------------------------------------------------------------------ writing
     def append(
