@@ -11,7 +11,9 @@ second, the room's stanzas per message and whether every client got every messag
 
 ``--profile PREFIX`` samples the server with py-spy (``.venv/bin/pip install py-spy``) during the
 closed loop of each shape and writes ``PREFIX-AxD.txt`` (collapsed stacks) and prints the
-functions with the most samples, by own time and by time including callees.
+functions with the most samples, by own time and by time including callees. Samples include the
+time the server waits (``Runner.run`` on its own is the event loop idle; a database call that
+waits for the disk shows as that call).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ async def one_shape(
                 "--format",
                 "raw",
                 "--nonblocking",
+                "--idle",
                 "--rate",
                 "200",
                 "-o",
