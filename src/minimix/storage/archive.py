@@ -164,12 +164,6 @@ class ArchiveStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        # Archives are what the server writes most, and group chat dirties one index page per
-        # account in each transaction: let the write-ahead log grow to 64 MB (16,384 pages)
-        # before copying it into the database, so a page rewritten by many transactions is
-        # copied (and synced) once, not every few transactions (SQLite's default is 1,000).
-        if db.dialect == "sqlite" and db.path != ":memory:":
-            db.execute("PRAGMA wal_autocheckpoint=16384")
 
     # ------------------------------------------------------------------ writing
     def append(
