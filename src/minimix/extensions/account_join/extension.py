@@ -70,7 +70,7 @@ _FORWARDED = tag(ns.FORWARD, "forwarded")
 _BACKFILL_PAGES = 20
 _BACKFILL_PAGE = 100
 _PRESENCE = "{jabber:client}presence"
-_PRESENCE_CACHE = 20_000  # serialized presences kept (emptied when full)
+_PRESENCE_CACHE = 8192  # serialized presences kept (emptied when full)
 _COMMIT_INTERVAL = 0.01  # seconds between archive transactions under load
 # Actions that send nothing to a client: archived group chat may stay pending across them.
 _QUIET_ACTIONS = (ArchiveGroupchat, Progress, Persist, Forget, StartTimer, CancelTimer, ToRoom)
