@@ -534,6 +534,7 @@ throttle_per_ip = 0
 [muc]
 domain = "{MUC_DOMAIN}"
 default_history = 0
+archive_by_default = {"true" if archive else "false"}
 
 [account_join]
 enabled = true

@@ -61,6 +61,7 @@ class MucConfig:
     creation: str = "local"  # "local" (accounts of this server), "anyone", "admins"
     default_history: int = 20
     max_history: int = 100
+    archive_by_default: bool = True  # new rooms keep a message archive (room MAM)
 
 
 @dataclass

@@ -221,8 +221,9 @@ async def test_autojoin_bookmarks_are_joined_when_the_server_starts(tmp_path: Pa
         await close(b)
 
 
+@pytest.mark.parametrize("archive", [True, False])
 async def test_fan_out_serializes_each_stanza_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, archive: bool
 ) -> None:
     made: list[Element] = []
 
@@ -232,7 +233,7 @@ async def test_fan_out_serializes_each_stanza_once(
             super().__init__(el)
 
     monkeypatch.setattr(aj_extension, "Prepared", CountingPrepared)
-    async with running_server(tmp_path) as srv:
+    async with running_server(tmp_path, archive={"enabled": archive}) as srv:
         b, _rb = await room_with_bob(srv)
         recs = []
         for resource in ("phone", "laptop", "tablet"):
@@ -244,8 +245,13 @@ async def test_fan_out_serializes_each_stanza_once(
         send_groupchat(b, ROOM, "one for all")
         for _, rec in recs:
             await rec.take(lambda el: body(el) == "one for all")
-        mine = [el for el in made if body(el) == "one for all" and el.get("to") == ALICE]  # type: ignore[arg-type]
-        assert len(mine) == 1
+        prepared = [el for el in made if body(el) == "one for all"]  # type: ignore[arg-type]
+        if archive:
+            # Each account's stored copy (its own stanza-id), serialized once for its clients.
+            assert len(prepared) == 2
+        else:
+            # The room's message, serialized once for every account in the room.
+            assert len(prepared) == 1
         # Three deliveries to alice's clients, one to bob's (bob's account is an occupant too).
         assert srv.server.router.counters["account_join_fanout"] - before == 4
         await close(*(c for c, _ in recs), b)
@@ -297,3 +303,28 @@ async def test_an_account_deleted_while_the_server_was_down_is_not_rejoined(
     async with running_server(tmp_path) as srv:
         await wait_until(lambda: srv.server.account_join.store.memberships(ALICE) == [])
         assert "alice" not in srv.server.muc.rooms["life"].occupants
+
+
+async def test_group_chat_an_account_blocks_does_not_reach_its_clients(tmp_path: Path) -> None:
+    """Blocking (XEP-0191) applies to a room's group chat fanned out to the account's clients."""
+    async with running_server(tmp_path) as srv:
+        b, _rb = await room_with_bob(srv)
+        c, _rc = await muc_client(srv, "carol", "desk")
+        await join(c, _rc, ROOM, "Carol")
+        a1, r1 = await muc_client(srv, "alice", "phone")
+        a2, r2 = await muc_client(srv, "alice", "laptop")
+        await join(a1, r1, ROOM, "alice")
+        await join(a2, r2, ROOM, "alice")
+        reply = await send_iq(
+            a1,
+            f"<block xmlns='urn:xmpp:blocking'><item jid='{ROOM}/Bob'/></block>",
+            "alice@localhost",
+            "set",
+        )
+        assert reply.get("type") == "result"
+        send_groupchat(b, ROOM, "not for alice")
+        send_groupchat(c, ROOM, "for everyone")
+        for rec in (r1, r2):
+            await rec.take(lambda el: body(el) == "for everyone")
+            await no_stanza(rec, lambda el: body(el) == "not for alice")
+        await close(a1, a2, b, c)

@@ -46,7 +46,7 @@ def admin(items: str) -> Element:
 
 
 def to(fx: Effects, jid: JID) -> list[Element]:
-    return [el for el in fx.out if el.get("to") == str(jid)]
+    return [el for el in fx.stanzas() if el.get("to") == str(jid)]
 
 
 def codes(el: Element) -> set[str]:
@@ -217,7 +217,7 @@ def test_owner_form_and_permissions() -> None:
     destroy = x(f"<query xmlns='{ns.MUC_OWNER}'><destroy/></query>")
     assert refused(owner_set, room, destroy, ADMIN, 50) == "forbidden"
     fx = owner_set(room, destroy, OWNER, 50)
-    assert fx.destroyed and len(fx.out) == 4
+    assert fx.destroyed and len(fx.stanzas()) == 4
 
 
 def test_cancelling_the_first_configuration_destroys_a_locked_room() -> None:

@@ -55,7 +55,7 @@ def groupchat(room: Room, frm: JID, text: str, mid: str = "m1", extra: str = "")
 
 
 def to(fx: Effects, jid: JID) -> list[Element]:
-    return [el for el in fx.out if el.get("to") == str(jid)]
+    return [el for el in fx.stanzas() if el.get("to") == str(jid)]
 
 
 def codes(el: Element) -> set[str]:
@@ -164,7 +164,7 @@ def test_join_without_nick_is_jid_malformed_and_password_lets_in() -> None:
 def test_presence_without_x_from_a_non_occupant_is_told_it_is_not_in() -> None:
     room = make_room()
     fx = room.handle_presence(x("<presence/>"), HAG, "hag", NOW)
-    (p,) = fx.out
+    (p,) = fx.stanzas()
     assert p.get("type") == "unavailable" and codes(p) == {"110", "307", "333"}
     assert not room.occupants
 
@@ -224,7 +224,7 @@ def test_leaving_empties_a_temporary_room_but_not_a_persistent_one() -> None:
     join(persistent, OWNER, "crone")
     assert not leave(persistent, OWNER, "crone").closed
     # Unavailable from someone not in the room is ignored.
-    assert not leave(persistent, WITCH, "witch").out
+    assert not leave(persistent, WITCH, "witch").stanzas()
 
 
 def test_nick_change_sends_303_then_the_new_presence() -> None:
@@ -257,8 +257,8 @@ def test_groupchat_is_reflected_with_ids_and_archived_once() -> None:
     room = occupied()
     spoofed = f"<stanza-id xmlns='{ns.SID}' by='{ROOM}' id='fake'/>"
     fx = groupchat(room, HAG, "hi", "client-id", extra=spoofed)
-    assert len(fx.out) == 2
-    for el in fx.out:
+    assert len(fx.stanzas()) == 2
+    for el in fx.stanzas():
         assert el.get("id") == "client-id" and el.get("from") == f"{ROOM}/hag"
         sids = el.findall(f"{{{ns.SID}}}stanza-id")
         assert [s.get("id") for s in sids] == ["sid1"]
@@ -269,7 +269,7 @@ def test_groupchat_is_reflected_with_ids_and_archived_once() -> None:
     # Chat states are reflected, not archived.
     state = x(f"<message type='groupchat'><active xmlns='{ns.CHATSTATES}'/></message>")
     fx = room.handle_groupchat(state, HAG, NOW)
-    assert not fx.archive and len(fx.out) == 2
+    assert not fx.archive and len(fx.stanzas()) == 2
 
 
 def test_groupchat_refusals() -> None:
@@ -312,7 +312,7 @@ def test_private_messages() -> None:
     fx = room.handle_private(
         x("<message type='chat' id='p1'><body>psst</body></message>"), HAG, "crone"
     )
-    (pm,) = fx.out
+    (pm,) = fx.stanzas()
     assert pm.get("to") == str(OWNER) and pm.get("from") == f"{ROOM}/hag"
     assert pm.find(f"{{{USER}}}x") is not None and pm.get("id") == "p1"
     for stanza, frm, nick, condition in (
@@ -337,7 +337,7 @@ def test_mediated_invitation_and_decline() -> None:
         "<reason>Come</reason></invite></x></message>"
     )
     fx = room.handle_room_message(invite, HAG, NOW)
-    (m,) = fx.out
+    (m,) = fx.stanzas()
     assert m.get("to") == "witch@localhost" and m.get("from") == str(ROOM)
     inv = m.find(f"{{{USER}}}x/{{{USER}}}invite")
     assert inv is not None and inv.get("from") == "hag@localhost"
@@ -347,7 +347,7 @@ def test_mediated_invitation_and_decline() -> None:
         f"<message><x xmlns='{USER}'><decline to='hag@localhost'><reason>busy</reason>"
         "</decline></x></message>"
     )
-    (d,) = room.handle_room_message(decline, WITCH, NOW).out
+    (d,) = room.handle_room_message(decline, WITCH, NOW).stanzas()
     dec = d.find(f"{{{USER}}}x/{{{USER}}}decline")
     assert d.get("to") == "hag@localhost" and dec is not None
     assert dec.get("from") == "witch@localhost"
@@ -404,15 +404,15 @@ def test_ghost_removal_says_333_and_shutdown_says_332() -> None:
     assert codes(to(fx, HAG)[0]) == {"110", "333"}
     assert "hag" not in room.occupants
     fx = room.shutdown()
-    (own,) = fx.out
+    (own,) = fx.stanzas()
     assert own.get("to") == str(OWNER) and codes(own) == {"110", "332"}
 
 
 def test_destroy_tells_each_occupant_once_with_the_venue() -> None:
     room = occupied()
     fx = room.destroy("new@conference.localhost", "Macbeth doth come.", None)
-    assert fx.closed and fx.destroyed and len(fx.out) == 2
-    for el in fx.out:
+    assert fx.closed and fx.destroyed and len(fx.stanzas()) == 2
+    for el in fx.stanzas():
         d = el.find(f"{{{USER}}}x/{{{USER}}}destroy")
         assert d is not None and d.get("jid") == "new@conference.localhost"
         assert d.findtext(f"{{{USER}}}reason") == "Macbeth doth come."
@@ -423,16 +423,16 @@ def test_destroy_tells_each_occupant_once_with_the_venue() -> None:
 def test_self_ping_is_answered_by_the_room_and_other_iqs_are_proxied() -> None:
     room = occupied()
     ping = x(f"<iq type='get' id='p'><ping xmlns='{ns.PING}'/></iq>")
-    (reply,) = room.handle_occupant_iq(ping, HAG, "hag").out
+    (reply,) = room.handle_occupant_iq(ping, HAG, "hag").stanzas()
     assert reply.get("type") == "result" and reply.get("to") == str(HAG)
     with pytest.raises(StanzaError) as exc:
         room.handle_occupant_iq(ping, WITCH, "hag")
     assert error_of(exc) == "not-acceptable"
     vcard = x(f"<iq type='get' id='v1'><vCard xmlns='{ns.VCARD}'/></iq>")
-    (fwd,) = room.handle_occupant_iq(vcard, HAG, "crone").out
+    (fwd,) = room.handle_occupant_iq(vcard, HAG, "crone").stanzas()
     assert fwd.get("to") == str(OWNER) and fwd.get("from") == f"{ROOM}/hag"
     answer = x(f"<iq type='result' id='{fwd.get('id')}'><vCard xmlns='{ns.VCARD}'/></iq>")
-    (back,) = room.handle_occupant_iq(answer, OWNER, "hag").out
+    (back,) = room.handle_occupant_iq(answer, OWNER, "hag").stanzas()
     assert back.get("to") == str(HAG) and back.get("id") == "v1"
     assert back.get("from") == f"{ROOM}/crone"
 

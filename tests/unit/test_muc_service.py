@@ -8,6 +8,7 @@ from minimix.config import MucConfig
 from minimix.extensions.muc.service import MucService
 from minimix.protocol import ns
 from minimix.protocol.jid import JID
+from minimix.protocol.stanza import copy_shallow
 from minimix.protocol.xml import Element, parse_element
 from minimix.storage.archive import ArchiveQuery, ArchiveStore
 from minimix.storage.database import Database
@@ -25,13 +26,17 @@ class FakeRouter:
         self.counters: dict[str, int] = {}
         self.gate: asyncio.Event | None = None
 
-    def count(self, key: str) -> None:
-        self.counters[key] = self.counters.get(key, 0) + 1
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
 
     async def route(self, el: Element, origin: object) -> None:
         self.routed.append(el)
         if self.gate is not None:
             await self.gate.wait()
+
+    async def route_copies(self, el: Element, recipients: list[str], origin: object) -> None:
+        for to in recipients:
+            await self.route(copy_shallow(el, to=to), origin)
 
     def take(self) -> list[Element]:
         out, self.routed = self.routed, []
@@ -193,3 +198,14 @@ async def test_inbox_survives_a_cancelled_caller() -> None:
     for _ in range(10):
         await asyncio.sleep(0)
     assert [el.get("id") for el in router.routed] == ["1", "2"]
+
+
+async def test_new_rooms_keep_an_archive_only_when_archive_by_default() -> None:
+    for default in (True, False):
+        db = Database(":memory:")
+        router = FakeRouter()
+        svc = service(db, router, archive_by_default=default)
+        await enter(svc, ALICE, "alice")
+        room = svc.rooms["coven"]
+        assert room.config.logging is default
+        assert room.logging is default

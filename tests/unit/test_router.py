@@ -240,3 +240,57 @@ def test_prepared_splices_the_recipient() -> None:
     assert serialize(parse_element(text)) == text
     framed = p.for_recipient("b'<@example.org", framed=True)
     assert parse_element(framed).get("to") == "b'<@example.org"
+
+
+async def test_copies_handlers_take_recipients_in_priority_order_and_the_rest_is_routed() -> None:
+    w = world("alice", "bob", "carol")
+    _, bob = w.online("bob@example.org/b")
+    _, carol = w.online("carol@example.org/c")
+    seen: list[tuple[str, list[str]]] = []
+
+    def first(stanza: Element, recipients: list[str], origin: Any) -> list[str]:
+        seen.append(("first", list(recipients)))
+        return [r for r in recipients if not r.startswith("alice")]  # takes alice's copy
+
+    def broken(stanza: Element, recipients: list[str], origin: Any) -> list[str]:
+        raise RuntimeError("a failing handler takes nothing")
+
+    def last(stanza: Element, recipients: list[str], origin: Any) -> list[str]:
+        seen.append(("last", list(recipients)))
+        return recipients
+
+    w.hooks.on_copies("message", last, Priority.NORMAL)
+    w.hooks.on_copies("message", broken, Priority.INTERCEPT)
+    w.hooks.on_copies("message", first, Priority.FILTER)
+    m = msg("", frm="room@rooms.example.org/nick", mtype="chat")
+    del m.attrib["to"]
+    recipients = ["alice@example.org", "bob@example.org/b", "carol@example.org/c"]
+    await w.router.route_copies(m, recipients)
+    assert seen == [("first", recipients), ("last", recipients[1:])]
+    # Each recipient left gets its own copy, addressed to it; the original is untouched.
+    assert [e.get("to") for e in bob.got + carol.got] == recipients[1:]
+    assert bodies(bob) == bodies(carol) == ["x"]
+    assert "to" not in m.attrib
+    assert w.stored == []  # alice's copy was taken, not stored offline
+
+
+async def test_copies_without_handlers_are_routed_one_by_one_like_any_stanza() -> None:
+    w = world("bob")
+    _, bob = w.online("bob@example.org/b")
+    m = msg("", frm="room@rooms.example.org/nick", mtype="groupchat")
+    del m.attrib["to"]
+    bounced: list[Element] = []
+    w.router.components["rooms.example.org"] = _Recorder("rooms.example.org", bounced)
+    await w.router.route_copies(m, ["bob@example.org/b", "nobody@example.org"])
+    assert [e.get("to") for e in bob.got] == ["bob@example.org/b"]
+    # The copy for an account that does not exist bounces to the room, as a routed copy would.
+    assert [e.get("type") for e in bounced] == ["error"]
+
+
+@dataclass
+class _Recorder:
+    domain: str
+    got: list[Element]
+
+    async def receive(self, stanza: Element) -> None:
+        self.got.append(stanza)

@@ -4,6 +4,11 @@ Stanza hooks are keyed by (direction, kind). A stanza handler returns ``True`` w
 taken the stanza (routing stops) and ``False``/``None`` to let it continue. IQ handlers are keyed
 by (type, payload tag, scope) and return the result payload, or raise ``StanzaError``.
 Events are plain dataclasses; subscribers are keyed by the event's class.
+
+Copies hooks see one stanza that is to reach many recipients, each in a copy addressed to it (a
+room reflecting a message to its occupants). A copies handler runs synchronously, handles the
+copies it can take exactly as the inbound stanza hooks would have handled each copy, and returns
+the recipients it left; the router routes a copy to each recipient left.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class IqScope(enum.Enum):
 
 StanzaHandler = Callable[[Element, Any], Awaitable[bool | None]]
 IqHandler = Callable[[Element, Any], Awaitable[Element | None]]
+CopiesHandler = Callable[[Element, list[str], Any], list[str]]
 E = TypeVar("E")
 EventHandler = Callable[[Any], Awaitable[None]]
 
@@ -55,6 +61,7 @@ class Hooks:
             defaultdict(list)
         )
         self._iq: dict[tuple[str, str, IqScope], IqHandler] = {}
+        self._copies: dict[str, list[tuple[int, int, CopiesHandler]]] = defaultdict(list)
         self._events: dict[type, list[EventHandler]] = defaultdict(list)
         self._seq = 0
         # Stream-level extension points used by client connections.
@@ -77,6 +84,18 @@ class Hooks:
 
     def stanza_handlers(self, direction: Direction, kind: str) -> list[StanzaHandler]:
         return [h for _, _, h in self._stanza.get((direction, kind), ())]
+
+    def on_copies(
+        self, kind: str, handler: CopiesHandler, priority: Priority | int = Priority.NORMAL
+    ) -> None:
+        """Take copies of a ``kind`` stanza for many recipients at once (see the module doc)."""
+        self._seq += 1
+        lst = self._copies[kind]
+        lst.append((-int(priority), self._seq, handler))
+        lst.sort(key=lambda t: (t[0], t[1]))
+
+    def copies_handlers(self, kind: str) -> list[CopiesHandler]:
+        return [h for _, _, h in self._copies.get(kind, ())]
 
     def on_iq(self, iq_type: str, payload_tag: str, handler: IqHandler, scope: IqScope) -> None:
         """Handle ``<iq type=iq_type>`` whose first child is ``payload_tag`` ({ns}name)."""

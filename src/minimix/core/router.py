@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from minimix.core.hooks import Direction, Hooks, IqScope
 from minimix.core.session import Session, SessionRegistry
 from minimix.protocol.jid import JID, try_parse
-from minimix.protocol.stanza import StanzaError, error_reply, iq_result, stanza_type
+from minimix.protocol.stanza import StanzaError, copy_shallow, error_reply, iq_result, stanza_type
 from minimix.protocol.xml import Element, local_name
 from minimix.storage.database import StorageError
 
@@ -108,6 +108,24 @@ class Router:
                 await self.bounce(stanza, error_for(exc))
             return
         await self.bounce(stanza, StanzaError("remote-server-not-found"))
+
+    async def route_copies(
+        self, stanza: Element, recipients: list[str], origin: Any = None
+    ) -> None:
+        """A copy of ``stanza`` to each of ``recipients`` (``to`` set per copy), as routing each
+        copy would: the copies hooks take what they can in one pass (account-join takes the
+        accounts in the room, blocking drops what an account blocks), the rest is routed one
+        copy at a time, in the order given."""
+        left = recipients
+        for handler in self.hooks.copies_handlers(local_name(stanza)):
+            try:
+                left = handler(stanza, left, origin)
+            except Exception:
+                log.exception("handler failed on copies of a %s", local_name(stanza))
+            if not left:
+                return
+        for to in left:
+            await self.route(copy_shallow(stanza, to=to), origin)
 
     # ------------------------------------------------------------------ delivery
     async def _run(self, direction: Direction, stanza: Element, origin: Any) -> bool:

@@ -42,6 +42,7 @@ class Blocking(Extension):
             hooks.on_stanza(Direction.OUTBOUND, kind, self.outbound, Priority.FILTER)
             hooks.on_stanza(Direction.INBOUND_BARE, kind, self.inbound, Priority.FILTER)
             hooks.on_stanza(Direction.INBOUND_FULL, kind, self.inbound, Priority.FILTER)
+        hooks.on_copies("message", self.inbound_copies, Priority.FILTER)
 
     def blocked(self, user: str) -> frozenset[str]:
         cached = self._cache.get(user)
@@ -133,6 +134,22 @@ class Blocking(Extension):
         if local_name(stanza) == "presence":
             return True
         raise StanzaError("not-acceptable", app_error=Element(tag(ns.BLOCKING_ERRORS, "blocked")))
+
+    def inbound_copies(self, stanza: Element, recipients: list[str], origin: Any) -> list[str]:
+        """Copies of a message for many accounts: drop the group chat, headlines and errors that
+        a recipient blocks (as :meth:`inbound` does); what is to be refused goes the usual way."""
+        if stanza.get("type") not in ("error", "groupchat", "headline"):
+            return recipients
+        frm = try_parse(stanza.get("from"))
+        if frm is None:
+            return recipients
+        domain = self.router.domain
+        left = []
+        for r in recipients:
+            to = try_parse(r)
+            if to is None or to.domain != domain or not self.matches(self.blocked(to.local), frm):
+                left.append(r)
+        return left
 
     async def inbound(self, stanza: Element, origin: Any) -> bool:
         to = try_parse(stanza.get("to"))

@@ -172,6 +172,10 @@ class AccountJoin(Extension):
         self._worth: tuple[tuple[Element, ...], bool] | None = None  # the last room message's
         # Presences sent to clients, serialized: children -> (attributes but to, prepared).
         self._presences: dict[tuple[Element, ...], tuple[dict[str, str], Prepared]] = {}
+        # While copies of one room message are handled: that message, serialized once (on
+        # first use: archived group chat is delivered as each account's stored copy instead).
+        self._sharing: Element | None = None
+        self._shared: Prepared | None = None
         self._stopped = False
 
     # ------------------------------------------------------------------ table of contents
@@ -185,6 +189,8 @@ class AccountJoin(Extension):
         hooks.on_stanza(Direction.INBOUND_BARE, "presence", self.room_presence, Priority.INTERCEPT)
         hooks.on_stanza(Direction.INBOUND_BARE, "message", self.room_message, Priority.INTERCEPT)
         hooks.on_stanza(Direction.INBOUND_BARE, "iq", self.room_iq, Priority.INTERCEPT)
+        # A room's group chat for many accounts at once: one pass, one serialization.
+        hooks.on_copies("message", self.room_copies, Priority.INTERCEPT)
         # Bookmarks drive membership (XEP-0402, and the legacy forms through their compat layer).
         hooks.on_event(BookmarkPublished, self.bookmark_published)
         hooks.on_event(BookmarkRetracted, self.bookmark_retracted)
@@ -410,6 +416,10 @@ class AccountJoin(Extension):
         to a big room is sent every one of them, and each attaching client again."""
         if stanza.tag == _PRESENCE:
             self._deliver(self._prepared_presence(stanza), clients)
+        elif stanza is self._sharing:
+            if self._shared is None:
+                self._shared = Prepared(stanza)
+            self._deliver(self._shared, clients)
         else:
             self._deliver(Prepared(stanza), clients)
 
@@ -779,6 +789,39 @@ class AccountJoin(Extension):
         except Exception:
             log.exception("account-join failed on a message from %s", key[1])
         return True
+
+    def room_copies(self, stanza: Element, recipients: list[str], origin: Any) -> list[str]:
+        """A room's group chat for many recipients: each account in the room takes its copy in
+        one pass (the same step as :meth:`room_message`, without a copy, a routing decision
+        or a serialization per account); the recipients left are routed one copy at a time."""
+        if stanza.get("type") != "groupchat" or self._stopped:
+            return recipients
+        frm = try_parse(stanza.get("from"))
+        if frm is None or not frm.local or frm.domain == self.domain:
+            return recipients
+        room = frm.bare
+        get = self.registry.get
+        domain = self.domain
+        left: list[str] = []
+        self._sharing = stanza
+        try:
+            for to in recipients:
+                account = try_parse(to)
+                if (
+                    account is None
+                    or account.resource
+                    or account.domain != domain
+                    or get(account, room) is None
+                ):
+                    left.append(to)
+                    continue
+                try:
+                    self._step(account, room, lambda o: o.room_message(stanza))
+                except Exception:
+                    log.exception("account-join failed on a message from %s", room)
+        finally:
+            self._sharing = self._shared = None
+        return left
 
     def _stray_groupchat(self, key: Key) -> None:
         """Group chat from a room the account is not in (as far as we know): leave it politely."""

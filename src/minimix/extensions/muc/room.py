@@ -109,16 +109,37 @@ class ArchiveItem:
 
 
 @dataclass(slots=True)
+class Copies:
+    """One stanza for many recipients, each to get a copy addressed to it (in this order)."""
+
+    stanza: Element
+    recipients: list[str]
+
+    def stanzas(self) -> list[Element]:
+        return [copy_shallow(self.stanza, to=to) for to in self.recipients]
+
+
+@dataclass(slots=True)
 class Effects:
     """What one input caused: stanzas to route and state to persist."""
 
-    out: list[Element] = field(default_factory=list)
+    out: list[Element | Copies] = field(default_factory=list)
     archive: list[ArchiveItem] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
     affiliations: set[JID] = field(default_factory=set)  # bare JIDs whose affiliation changed
     save: bool = False  # configuration or subject changed
     closed: bool = False  # the room is gone (destroyed, or temporary and empty)
     destroyed: bool = False  # explicitly destroyed: drop its storage and archive
+
+    def stanzas(self) -> list[Element]:
+        """Every stanza to route, copies written out."""
+        out: list[Element] = []
+        for item in self.out:
+            if isinstance(item, Copies):
+                out.extend(item.stanzas())
+            else:
+                out.append(item)
+        return out
 
 
 def is_valid_nick(nick: str) -> bool:
@@ -766,9 +787,9 @@ class Room:
             entry = HistoryEntry(hist, now, len(serialize(hist)) + 48)
             self.history.append(entry)
             fx.history.append(entry)
-        for o in self.occupants.values():
-            for real in o.sessions:
-                fx.out.append(copy_shallow(msg, to=str(real)))
+        fx.out.append(
+            Copies(msg, [str(real) for o in self.occupants.values() for real in o.sessions])
+        )
         return fx
 
     def handle_private(self, stanza: Element, frm: JID, nick: str) -> Effects:

@@ -36,7 +36,7 @@ from minimix.extensions.disco import info_element
 from minimix.extensions.muc.admin import admin_get, admin_set, owner_get, owner_set
 from minimix.extensions.muc.config import RoomConfig
 from minimix.extensions.muc.history import HistoryEntry
-from minimix.extensions.muc.room import Affiliation, Effects, Room, Subject
+from minimix.extensions.muc.room import Affiliation, Copies, Effects, Room, Subject
 from minimix.protocol import ns
 from minimix.protocol.jid import JID, try_parse
 from minimix.protocol.stanza import StanzaError, error_reply, iq_result, make
@@ -106,9 +106,11 @@ class MucService(Extension):
         self._stopped = False
         # The room archive is written in one transaction per loop turn. Until the messages
         # waiting for it are stored, everything the service sends waits too, in order:
-        self._held: deque[Element] | None = None  # what waits to be sent (None: nothing)
+        self._held: deque[Element | Copies] | None = None  # what waits to be sent (None: nothing)
         self._rows: list[ArchiveRow] = []  # archive rows waiting to be stored
-        self._row_sources: list[tuple[Element | None, list[Element]]] = []  # stanza, outputs
+        self._row_sources: list[
+            tuple[Element | None, list[Element | Copies]]
+        ] = []  # stanza, outputs
         self._releaser: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -194,11 +196,15 @@ class MucService(Extension):
                 # The task draining the inbox was cancelled: finish in a task of our own.
                 self._resumer = asyncio.get_running_loop().create_task(self._drain())
 
-    async def _send(self, el: Element) -> None:
+    async def _send(self, el: Element | Copies) -> None:
+        if isinstance(el, Copies):
+            self.router.count("muc_stanzas_out", len(el.recipients))
+            await self.router.route_copies(el.stanza, el.recipients, self)
+            return
         self.router.count("muc_stanzas_out")
         await self.router.route(el, self)
 
-    async def _emit(self, el: Element) -> None:
+    async def _emit(self, el: Element | Copies) -> None:
         """Send ``el`` now, or after what waits for the room archive (order is kept)."""
         if self._held is not None:
             self._held.append(el)
@@ -442,7 +448,8 @@ class MucService(Extension):
             room = Room(
                 room_jid,
                 RoomConfig(
-                    history_length=min(self.config.default_history, self.config.max_history)
+                    history_length=min(self.config.default_history, self.config.max_history),
+                    logging=self.config.archive_by_default,
                 ),
                 os.urandom(32),
                 created=now,
