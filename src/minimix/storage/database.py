@@ -132,6 +132,14 @@ class Database:
                     pass
                 raise StorageError.wrap(exc) from exc
 
+    def execute_rows(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for many rows inside the caller's :meth:`transaction`."""
+        with self._lock:
+            try:
+                self._conn.executemany(sql, rows)
+            except sqlite3.Error as exc:
+                raise StorageError.wrap(exc) from exc
+
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
             try:
