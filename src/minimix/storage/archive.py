@@ -169,7 +169,9 @@ _INSERT_SHARED = (
     "INSERT OR IGNORE INTO archive (archive, id, with_jid, with_full, stamp, kind, stanza, "
     "room_stanza_id) VALUES ('',?,?,'',?,?,?,?) RETURNING seq"
 )
-_INSERT_REF = "INSERT OR IGNORE INTO archive_refs (archive, seq) VALUES (?,?)"
+# The references to one shared row: its seq, and the archives as a JSON array (one statement
+# for all of them rather than one per archive).
+_INSERT_REFS = "INSERT OR IGNORE INTO archive_refs (archive, seq) SELECT value, ? FROM json_each(?)"
 # A shared row nobody references any more goes (the archives that held it were deleted).
 _DROP_UNREFERENCED = (
     "DELETE FROM archive WHERE seq=? AND archive='' "
@@ -291,8 +293,7 @@ class ArchiveStore:
                     (r.id, r.with_jid, round(r.stamp, 6), r.kind, r.stanza, r.room_stanza_id),
                 )
                 if got and r.archives:
-                    seq = got[0][0]
-                    db.execute_rows(_INSERT_REF, [(a, seq) for a in r.archives])
+                    db.execute(_INSERT_REFS, (got[0][0], json.dumps(r.archives)))
             if own:
                 db.execute_rows(_INSERT, own)
 

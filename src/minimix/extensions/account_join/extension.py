@@ -457,7 +457,7 @@ class AccountJoin(Extension):
         if sid is not None and self.archive_store is not None:
             if (account, sid) in self._pending_ids:
                 return  # already on its way into the archive (and to the clients)
-            if self._may_be_archived(key, a):
+            if (a.stamp is not None or self._gap_fill_until) and self._may_be_archived(key, a):
                 self.store_pending()
                 if self.archive_store.has_room_stanza(str(account), sid):
                     return  # already archived (and delivered): history overlapping ours
@@ -517,11 +517,7 @@ class AccountJoin(Extension):
         account's copy shares the room's children)."""
         kids = tuple(stanza)
         memo = self._worth
-        if (
-            memo is not None
-            and len(memo[0]) == len(kids)
-            and all(x is y for x, y in zip(memo[0], kids, strict=True))
-        ):
+        if memo is not None and memo[0] == kids:  # elements compare by identity
             return memo[1]
         worth = worth_storing(copy_shallow(stanza, type="chat"))
         self._worth = (kids, worth)

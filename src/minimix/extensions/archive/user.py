@@ -243,44 +243,34 @@ class UserArchive(Extension):
         the account's JID. A copy unlike the last one (other children or attributes), or
         carrying a stanza-id that claims to be the account's, gets a row of its own.
         """
-        if not self.enabled or not self.allowed(account, room):
+        if not self.enabled:
             return None
         by = str(account)
+        prefs = self._prefs_cache.get(by)
+        if (prefs is None or prefs.never or prefs.default != "always") and not self.allowed(
+            account, room
+        ):
+            return None
         kids = tuple(stanza)
         attrs = dict(stanza.attrib)
         attrs.pop("to", None)
+        key = (kids, attrs, stamp, room_stanza_id, room, stanza.tag, stanza.text)
         memo = self._shared
-        if (
-            memo is None
-            or not pending
-            or pending[-1] is not memo.row
-            or memo.kids != kids
-            or memo.attrs != attrs
-            or memo.stamp != stamp
-            or memo.row.room_stanza_id != room_stanza_id
-            or memo.room != room
-            or memo.tag != stanza.tag
-            or memo.text != stanza.text
-        ):
-            memo = self._share(stanza, kids, attrs, room, stamp, room_stanza_id)
+        if memo is None or memo.key != key or not pending or pending[-1] is not memo.row:
+            memo = self._share(stanza, key)
             if memo is not None:
                 pending.append(memo.row)
         if memo is None or by in memo.claimed:
             return self._own_row(pending, account, stanza, room, stamp, room_stanza_id)
-        out = copy_shallow(stanza)
+        # copy_shallow(stanza), with our stanza-id
+        out = Element(stanza.tag, stanza.attrib)
+        out.text = stanza.text
+        out.extend(kids)
         SubElement(out, STANZA_ID, {"by": by, "id": memo.row.id})
         memo.row.archives.append(by)
         return memo.prepared.replaced(out, ACCOUNT_MARK, escape_attr(by))
 
-    def _share(
-        self,
-        stanza: Element,
-        kids: tuple[Element, ...],
-        attrs: dict[str, str],
-        room: JID,
-        stamp: float | None,
-        room_stanza_id: str | None,
-    ) -> _SharedCopy | None:
+    def _share(self, stanza: Element, key: _CopyKey) -> _SharedCopy | None:
         """The shared row for a room message: its copy with :data:`ACCOUNT_MARK` for the
         account, serialized once. None when the mark would not stand for the account alone."""
         template = copy_shallow(stanza)
@@ -291,7 +281,7 @@ class UserArchive(Extension):
         self._shared = None
         if text.count(ACCOUNT_MARK) != 2:  # in the stanza itself: a copy of its own each
             return None
-        claimed = frozenset(str(el.get("by")) for el in stanza.findall(STANZA_ID))
+        _kids, _attrs, stamp, room_stanza_id, room, _tag, _text = key
         row = SharedRow(
             sid,
             str(room),
@@ -300,9 +290,8 @@ class UserArchive(Extension):
             text,
             room_stanza_id,
         )
-        self._shared = _SharedCopy(
-            row, prepared, kids, attrs, room, stamp, stanza.tag, stanza.text, claimed
-        )
+        claimed = frozenset(str(el.get("by")) for el in stanza.findall(STANZA_ID))
+        self._shared = _SharedCopy(row, prepared, key, claimed)
         return self._shared
 
     def _own_row(
@@ -456,20 +445,20 @@ class UserArchive(Extension):
         return prefs_element(prefs)
 
 
+# What an account's copy of a room message must match to share the last one's row: the same
+# children (the very objects), attributes but ``to``, stamp, room stanza-id, room, tag, text.
+_CopyKey = tuple[
+    tuple[Element, ...], dict[str, str], float | None, str | None, JID, str, str | None
+]
+
+
 @dataclass(slots=True)
 class _SharedCopy:
-    """A room message staged as a :class:`SharedRow`, and what the next account's copy of it
-    must match to share it: the same children (the very objects), attributes but ``to``,
-    stamp, room stanza-id, room."""
+    """A room message staged as a :class:`SharedRow`."""
 
     row: SharedRow
     prepared: Prepared  # the copy with ACCOUNT_MARK for the account
-    kids: tuple[Element, ...]
-    attrs: dict[str, str]
-    room: JID
-    stamp: float | None
-    tag: str
-    text: str | None
+    key: _CopyKey
     claimed: frozenset[str]  # the `by` of the stanza-ids it carries
 
 
