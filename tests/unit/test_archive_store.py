@@ -6,10 +6,12 @@ archive references, and the two alternating (one order across both)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from minimix.storage.archive import (
+    _REFS_BATCH,
     ACCOUNT_MARK,
     ArchivePrefs,
     ArchiveQuery,
@@ -258,7 +260,6 @@ def rows_in_tables(store: ArchiveStore) -> tuple[int, int]:
 def test_a_shared_row_goes_with_the_last_archive_holding_it(plain: ArchiveStore) -> None:
     sid = new_archive_id()
     plain.append_many([shared(sid, "hi", A, B)])
-    assert rows_in_tables(plain) == (1, 2)
     plain.delete_archive(A)
     assert plain.query(A, ArchiveQuery()).count == 0
     assert plain.query(B, ArchiveQuery()).count == 1
@@ -274,3 +275,25 @@ def test_expiry_counts_each_archives_copy_of_a_shared_row(plain: ArchiveStore) -
     assert plain.expire(None, 2000.0) == 2
     assert rows_in_tables(plain) == (1, 0)
     assert plain.query(A, ArchiveQuery()).count == 1
+
+
+def test_references_are_written_in_batches_and_before_any_read(plain: ArchiveStore) -> None:
+    plain.append_many([shared(new_archive_id(), "hi", A, B)])
+    assert rows_in_tables(plain) == (1, 0)  # listed in the row, not written yet
+    assert plain.query(B, ArchiveQuery()).count == 1
+    assert rows_in_tables(plain) == (1, 2)
+    listed = plain.db.fetchone("SELECT COUNT(*) FROM archive WHERE archives IS NOT NULL")
+    assert listed == (0,)
+    plain.append_many([shared(new_archive_id(), str(i), A) for i in range(_REFS_BATCH)])
+    assert rows_in_tables(plain) == (_REFS_BATCH + 1, _REFS_BATCH + 2)  # a batch: written
+
+
+def test_references_listed_at_a_crash_are_written_at_the_next_start(tmp_path: Path) -> None:
+    path = tmp_path / "archive.sqlite3"
+    first = ArchiveStore(Database(path))
+    sid = new_archive_id()
+    first.append_many([shared(sid, "hi", A, B)])
+    first.db.close()  # as after a crash: nothing but the rows was written
+    again = ArchiveStore(Database(path))
+    assert rows_in_tables(again) == (1, 2)
+    assert [m.id for m in again.query(A, ArchiveQuery()).items] == [sid]

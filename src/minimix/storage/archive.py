@@ -13,6 +13,12 @@ room) can be stored once (:class:`SharedRow`): one row of ``archive`` with the a
 reference is all an account adds: one entry in one index, where a row of its own is the whole
 stanza in the table and an entry in each of four indexes. An account's archive is its own rows
 and the rows it references, in one order (``seq``); every query reads both alike.
+
+References are written in batches (every :data:`_REFS_BATCH` shared rows, and before anything
+reads or deletes): a shared row lists its archives until then, in the same transaction that
+stores it, so a stored message has its references even after a crash. Each account's
+references land in a page of their own: written for many messages at once, that page is
+written once instead of once per transaction.
 """
 
 from __future__ import annotations
@@ -167,11 +173,15 @@ _INSERT = (
 )
 _INSERT_SHARED = (
     "INSERT OR IGNORE INTO archive (archive, id, with_jid, with_full, stamp, kind, stanza, "
-    "room_stanza_id) VALUES ('',?,?,'',?,?,?,?) RETURNING seq"
+    "room_stanza_id, archives) VALUES ('',?,?,'',?,?,?,?,?)"
 )
-# The references to one shared row: its seq, and the archives as a JSON array (one statement
-# for all of them rather than one per archive).
-_INSERT_REFS = "INSERT OR IGNORE INTO archive_refs (archive, seq) SELECT value, ? FROM json_each(?)"
+# The references that shared rows list (a JSON array of archives), written; then the lists go.
+_WRITE_REFS = (
+    "INSERT OR IGNORE INTO archive_refs (archive, seq) SELECT j.value, a.seq "
+    "FROM archive a, json_each(a.archives) j WHERE a.archives IS NOT NULL"
+)
+_REFS_WRITTEN = "UPDATE archive SET archives = NULL WHERE archives IS NOT NULL"
+_REFS_BATCH = 64  # shared rows stored before their references are written
 # A shared row nobody references any more goes (the archives that held it were deleted).
 _DROP_UNREFERENCED = (
     "DELETE FROM archive WHERE seq=? AND archive='' "
@@ -228,6 +238,8 @@ class ArchiveStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.db.unreferenced = 1  # whatever a previous run left
+        self._write_refs()
 
     # ------------------------------------------------------------------ writing
     def append(
@@ -279,6 +291,7 @@ class ArchiveStore:
             elif plain:
                 self.db.executemany(_INSERT, [_values(r) for r in plain])
             return
+        shared = 0
         with self.db.transaction() as db:
             own: list[tuple[Any, ...]] = []
             for r in rows:
@@ -288,16 +301,37 @@ class ArchiveStore:
                 if own:
                     db.execute_rows(_INSERT, own)
                     own = []
-                got = db.fetchall(
+                shared += 1
+                db.execute(
                     _INSERT_SHARED,
-                    (r.id, r.with_jid, round(r.stamp, 6), r.kind, r.stanza, r.room_stanza_id),
+                    (
+                        r.id,
+                        r.with_jid,
+                        round(r.stamp, 6),
+                        r.kind,
+                        r.stanza,
+                        r.room_stanza_id,
+                        json.dumps(r.archives),
+                    ),
                 )
-                if got and r.archives:
-                    db.execute(_INSERT_REFS, (got[0][0], json.dumps(r.archives)))
             if own:
                 db.execute_rows(_INSERT, own)
+            if self.db.unreferenced + shared >= _REFS_BATCH:
+                db.execute(_WRITE_REFS)
+                db.execute(_REFS_WRITTEN)
+                shared = -self.db.unreferenced
+        self.db.unreferenced += shared
+
+    def _write_refs(self) -> None:
+        """Write the references shared rows list (before the archives are read or changed)."""
+        if self.db.unreferenced:
+            with self.db.transaction() as db:
+                db.execute(_WRITE_REFS)
+                db.execute(_REFS_WRITTEN)
+            self.db.unreferenced = 0
 
     def get(self, archive: str, stanza_id: str) -> ArchivedMessage | None:
+        self._write_refs()
         own, shared = _both(["{c}id=?"])
         r = self.db.fetchone(
             f"{_OWN}{own} UNION ALL {_REFERENCED}{shared} LIMIT 1",
@@ -306,6 +340,7 @@ class ArchiveStore:
         return _message(r, archive) if r else None
 
     def has_room_stanza(self, archive: str, room_stanza_id: str) -> bool:
+        self._write_refs()
         return (
             self.db.fetchone(
                 "SELECT 1 FROM archive WHERE archive=? AND room_stanza_id=? UNION ALL "
@@ -318,6 +353,7 @@ class ArchiveStore:
 
     def last_room_stanza(self, archive: str, room: str) -> tuple[str, float] | None:
         """(room stanza-id, stamp) of the newest group chat message from ``room``."""
+        self._write_refs()
         r = self.db.fetchone(
             "SELECT * FROM (SELECT room_stanza_id, stamp, seq FROM archive WHERE archive=? "
             "AND with_jid=? AND kind='groupchat' AND room_stanza_id IS NOT NULL "
@@ -333,6 +369,7 @@ class ArchiveStore:
 
     def bounds(self, archive: str) -> tuple[ArchivedMessage, ArchivedMessage] | None:
         """The oldest and newest message of an archive (XEP-0313 metadata)."""
+        self._write_refs()
         own, shared = _both([])
         ends = []
         for order in ("ASC", "DESC"):
@@ -346,6 +383,7 @@ class ArchiveStore:
         return ends[0], ends[1]
 
     def delete_archive(self, archive: str) -> None:
+        self._write_refs()
         with self.db.transaction() as db:
             db.execute("DELETE FROM archive WHERE archive=?", (archive,))
             self._unreference(
@@ -356,6 +394,7 @@ class ArchiveStore:
     def expire(self, archive: str | None, older_than: float) -> int:
         """Drop messages stamped before ``older_than`` (one archive, or all); returns how many
         (each archive's copy counts, a shared row once for each archive that held it)."""
+        self._write_refs()
         old = "SELECT seq FROM archive WHERE archive='' AND stamp < ?"
         with self.db.transaction() as db:
             if archive is None:
@@ -421,6 +460,7 @@ class ArchiveStore:
 
     def query(self, archive: str, q: ArchiveQuery) -> ArchivePage:
         """Run a query. Raises :class:`UnknownArchiveId` for an id the archive does not hold."""
+        self._write_refs()
         where: list[str] = []
         params: list[Any] = []
         if q.with_jid is not None:
