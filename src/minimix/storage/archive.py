@@ -238,8 +238,10 @@ class ArchiveStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.db.unreferenced = 1  # whatever a previous run left
-        self._write_refs()
+        # Whatever a previous run left listed is written now (read first: no write otherwise).
+        if db.fetchone("SELECT 1 FROM archive WHERE archives IS NOT NULL LIMIT 1"):
+            db.unreferenced = max(db.unreferenced, 1)
+            self._write_refs()
 
     # ------------------------------------------------------------------ writing
     def append(
