@@ -365,11 +365,14 @@ def run_archive(
     for archive in (False, True):
         label = "archive_on" if archive else "archive_off"
         result[label] = run_isolated(name, label, call, profile, base, deadline, log, archive)
-    off = _dig(result, "archive_off.closed_loop.server_cpu_s_per_1k_deliveries")
-    on = _dig(result, "archive_on.closed_loop.server_cpu_s_per_1k_deliveries")
-    result["cpu_ratio_on_off"] = (
-        round(on / off, 3) if isinstance(on, float) and isinstance(off, float) and off else None
-    )
+    for key, metric in (
+        ("cpu_ratio_on_off", "server_cpu_s_per_1k_deliveries"),
+        ("throughput_ratio_on_off", "deliveries_per_s"),
+    ):
+        off = _dig(result, f"archive_off.closed_loop.{metric}")
+        on = _dig(result, f"archive_on.closed_loop.{metric}")
+        numbers = isinstance(on, (int, float)) and isinstance(off, (int, float))
+        result[key] = round(on / off, 3) if numbers and off else None
     return result
 
 
@@ -467,6 +470,13 @@ def table_rows(profile: Profile) -> list[tuple[str, str, str]]:
             ("archive off CPU s/1k deliveries", f"archive.archive_off.{cpu}", LOWER),
             ("archive on CPU s/1k deliveries", f"archive.archive_on.{cpu}", LOWER),
             ("archive on/off CPU ratio", "archive.cpu_ratio_on_off", LOWER),
+            (
+                "archive off deliveries/s",
+                "archive.archive_off.closed_loop.deliveries_per_s",
+                HIGHER,
+            ),
+            ("archive on deliveries/s", "archive.archive_on.closed_loop.deliveries_per_s", HIGHER),
+            ("archive on/off deliveries/s ratio", "archive.throughput_ratio_on_off", HIGHER),
         ]
     return rows
 

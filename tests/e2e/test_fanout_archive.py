@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from minimix.storage.archive import ArchiveRow
+from minimix.storage.archive import ArchiveRow, SharedRow
 from minimix.storage.database import StorageError
 from tests.e2e.account_join_helpers import mam_query, stanza_ids
 from tests.e2e.muc_helpers import Recorder, body, close, create, join, send_groupchat
@@ -36,11 +36,12 @@ async def test_one_transaction_for_every_account_and_delivery_after_it(
         batches: list[tuple[list[str], int]] = []
         store_rows = archive.store_rows
 
-        def recording(rows: Sequence[ArchiveRow]) -> None:
+        def recording(rows: Sequence[ArchiveRow | SharedRow]) -> None:
             # Nothing of this message has reached a client while it is being stored.
-            batches.append(
-                ([r.archive for r in rows], router.counters.get("account_join_fanout", 0))
-            )
+            accounts = [
+                a for r in rows for a in ([r.archive] if isinstance(r, ArchiveRow) else r.archives)
+            ]
+            batches.append((accounts, router.counters.get("account_join_fanout", 0)))
             store_rows(rows)
 
         monkeypatch.setattr(archive, "store_rows", recording)
@@ -61,6 +62,13 @@ async def test_one_transaction_for_every_account_and_delivery_after_it(
             mine_id = stanza_ids(got)[account]
             found = await mam_query(rec.client, rec, with_jid=ROOM)
             assert mine_id in {stanza_ids(el).get(account) for el in found}
+        # Stored once: one row, referenced by each of the three accounts.
+        db = archive.store.db
+        rows = db.fetchall("SELECT archive, seq FROM archive WHERE stanza LIKE '%kept for all%'")
+        assert sorted(r[0] for r in rows) == ["", ROOM]  # shared, and the room's own archive
+        seq = next(r[1] for r in rows if r[0] == "")
+        refs = db.fetchall("SELECT archive FROM archive_refs WHERE seq=?", (seq,))
+        assert sorted(r[0] for r in refs) == sorted(accounts)
         await close(*clients)
 
 
@@ -75,7 +83,7 @@ async def test_what_could_not_be_stored_is_not_delivered(
         archive = srv.server.archive
         store_rows = archive.store_rows
 
-        def full_disk(rows: Sequence[ArchiveRow]) -> None:
+        def full_disk(rows: Sequence[ArchiveRow | SharedRow]) -> None:
             raise StorageError("database or disk is full", transient=True)
 
         monkeypatch.setattr(archive, "store_rows", full_disk)

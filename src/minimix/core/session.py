@@ -80,6 +80,15 @@ class Prepared:
         self._tail = attr_text + rest
         Prepared._memo = (el.tag, text, attrs, kids, head, self._tail, parts)
 
+    def replaced(self, element: Element, old: str, new: str) -> Prepared:
+        """``element`` prepared from this: a copy that differs from this stanza only by ``new``
+        where this one has ``old`` (in its text after ``to``), without serializing again."""
+        out = Prepared.__new__(Prepared)
+        out.element = element
+        out._head = self._head
+        out._tail = self._tail.replace(old, new)
+        return out
+
     def for_recipient(self, to: str, framed: bool = False) -> str:
         return self.splice(f' to="{escape_attr(to)}"', framed)
 

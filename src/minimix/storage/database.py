@@ -61,6 +61,9 @@ class Database:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
+        # Shared archive rows stored since their references were last written (see
+        # ArchiveStore): every store of this database counts them here.
+        self.unreferenced = 0
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
@@ -130,6 +133,14 @@ class Database:
                     self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+                raise StorageError.wrap(exc) from exc
+
+    def execute_rows(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for many rows inside the caller's :meth:`transaction`."""
+        with self._lock:
+            try:
+                self._conn.executemany(sql, rows)
+            except sqlite3.Error as exc:
                 raise StorageError.wrap(exc) from exc
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:

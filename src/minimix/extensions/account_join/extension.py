@@ -36,7 +36,13 @@ from minimix.protocol.jid import JID, try_parse
 from minimix.protocol.stanza import StanzaError, copy_shallow, error_reply, make, new_id
 from minimix.protocol.xml import Element, ParseError, SubElement, parse_element, tag
 from minimix.storage.account_join import AccountJoinStore, Membership
-from minimix.storage.archive import ArchiveQuery, ArchiveRow, ArchiveStore, UnknownArchiveId
+from minimix.storage.archive import (
+    ArchiveQuery,
+    ArchiveRow,
+    ArchiveStore,
+    SharedRow,
+    UnknownArchiveId,
+)
 
 from . import stanzas as st
 from .machine import (
@@ -92,11 +98,18 @@ class AccountArchive(Protocol):
         stamp: float | None = None,
     ) -> Element | None: ...
 
-    def stanza_to_store(
-        self, account: JID, stanza: Element, with_jid: JID
-    ) -> tuple[Element, str] | None: ...
+    def stage_groupchat(
+        self,
+        pending: list[ArchiveRow | SharedRow],
+        account: JID,
+        stanza: Element,
+        room: JID,
+        *,
+        stamp: float | None = None,
+        room_stanza_id: str | None = None,
+    ) -> Prepared | None: ...
 
-    def store_rows(self, rows: Sequence[ArchiveRow]) -> None: ...
+    def store_rows(self, rows: Sequence[ArchiveRow | SharedRow]) -> None: ...
 
 
 class SentCopies(Protocol):
@@ -164,7 +177,7 @@ class AccountJoin(Extension):
         self._gap_fill_until: dict[Key, float] = {}  # gap-fills running or just finished
         # Group chat archived in one transaction per loop turn: the rows, the deliveries that
         # wait for them (delivered once stored, in order), the room stanza-ids among them.
-        self._rows: list[ArchiveRow] = []
+        self._rows: list[ArchiveRow | SharedRow] = []
         self._waiting_rows: list[tuple[Prepared, tuple[JID, ...]]] = []
         self._pending_ids: set[tuple[JID, str]] = set()
         self._commit_scheduled = False
@@ -454,34 +467,22 @@ class AccountJoin(Extension):
         if sid is not None and self.archive_store is not None:
             if (account, sid) in self._pending_ids:
                 return  # already on its way into the archive (and to the clients)
-            if self._may_be_archived(key, a):
+            if (a.stamp is not None or self._gap_fill_until) and self._may_be_archived(key, a):
                 self.store_pending()
                 if self.archive_store.has_room_stanza(str(account), sid):
                     return  # already archived (and delivered): history overlapping ours
         # Conversation is kept; chat states and other ephemera are only delivered.
-        made = None
+        prepared = None
         if self.archive is not None and self.archive.enabled and self._worth_storing(a.stanza):
-            made = self.archive.stanza_to_store(account, a.stanza, room)
-        if made is None:
+            prepared = self.archive.stage_groupchat(
+                self._rows, account, a.stanza, room, stamp=a.stamp, room_stanza_id=sid
+            )
+        if prepared is None:
             if self._rows:
                 self.store_pending()
             if a.clients:
                 self._fan_out(a.stanza, a.clients)
             return
-        stored, archive_id = made
-        prepared = Prepared(stored)
-        self._rows.append(
-            ArchiveRow(
-                str(account),
-                archive_id,
-                str(room),
-                "",
-                time.time() if a.stamp is None else a.stamp,
-                "groupchat",
-                prepared.for_recipient(str(account)),
-                sid,
-            )
-        )
         if sid is not None:
             self._pending_ids.add((account, sid))
         self._waiting_rows.append((prepared, a.clients))
@@ -526,11 +527,7 @@ class AccountJoin(Extension):
         account's copy shares the room's children)."""
         kids = tuple(stanza)
         memo = self._worth
-        if (
-            memo is not None
-            and len(memo[0]) == len(kids)
-            and all(x is y for x, y in zip(memo[0], kids, strict=True))
-        ):
+        if memo is not None and memo[0] == kids:  # elements compare by identity
             return memo[1]
         worth = worth_storing(copy_shallow(stanza, type="chat"))
         self._worth = (kids, worth)

@@ -19,18 +19,26 @@ import math
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from minimix.config import ArchiveConfig
 from minimix.core.extension import Extension
 from minimix.core.hooks import Direction, Hooks, IqScope, Priority
-from minimix.core.session import Session
+from minimix.core.session import Prepared, Session
 from minimix.extensions.archive import protocol
 from minimix.protocol import ns
 from minimix.protocol.jid import JID, try_parse
 from minimix.protocol.stanza import StanzaError, copy_shallow, stanza_type
-from minimix.protocol.xml import Element, SubElement, serialize, tag
-from minimix.storage.archive import ArchivePrefs, ArchiveRow, ArchiveStore, new_archive_id
+from minimix.protocol.xml import Element, SubElement, escape_attr, serialize, tag
+from minimix.storage.archive import (
+    ACCOUNT_MARK,
+    ArchivePrefs,
+    ArchiveRow,
+    ArchiveStore,
+    SharedRow,
+    new_archive_id,
+)
 from minimix.storage.stores import AccountStore, RosterStore
 
 log = logging.getLogger(__name__)
@@ -116,6 +124,7 @@ class UserArchive(Extension):
         self._sent: weakref.WeakKeyDictionary[Element, Element] = weakref.WeakKeyDictionary()
         self._expiry: asyncio.Task[None] | None = None
         self._prefs_cache: dict[str, ArchivePrefs] = {}
+        self._shared: _SharedCopy | None = None  # the last room message staged
 
     def register(self, hooks: Hooks) -> None:
         hooks.on_stanza(Direction.INBOUND_BARE, "message", self.inbound, ARCHIVE_PRIORITY)
@@ -214,9 +223,108 @@ class UserArchive(Extension):
         SubElement(out, STANZA_ID, {"by": by, "id": sid})
         return out, sid
 
-    def store_rows(self, rows: Sequence[ArchiveRow]) -> None:
-        """Store messages made with :meth:`stanza_to_store`, in one transaction (all or none:
-        raises StorageError)."""
+    def stage_groupchat(
+        self,
+        pending: list[ArchiveRow | SharedRow],
+        account: JID,
+        stanza: Element,
+        room: JID,
+        *,
+        stamp: float | None = None,
+        room_stanza_id: str | None = None,
+    ) -> Prepared | None:
+        """Add ``account``'s copy of a room's group chat message to ``pending`` (rows that
+        :meth:`store_rows` stores in one transaction); returns the copy to deliver once they
+        are stored (with our ``<stanza-id by=account>``), prepared. None when archiving is off
+        or the account's preferences exclude the room. ``stamp`` None means now.
+
+        The accounts a room message reaches one after the other share one :class:`SharedRow`
+        (one stored text, one id; each account adds a reference): their copies differ only in
+        the account's JID. A copy unlike the last one (other children or attributes), or
+        carrying a stanza-id that claims to be the account's, gets a row of its own.
+        """
+        if not self.enabled:
+            return None
+        by = str(account)
+        prefs = self._prefs_cache.get(by)
+        if (prefs is None or prefs.never or prefs.default != "always") and not self.allowed(
+            account, room
+        ):
+            return None
+        kids = tuple(stanza)
+        attrs = dict(stanza.attrib)
+        attrs.pop("to", None)
+        key = (kids, attrs, stamp, room_stanza_id, room, stanza.tag, stanza.text)
+        memo = self._shared
+        if memo is None or memo.key != key or not pending or pending[-1] is not memo.row:
+            memo = self._share(stanza, key)
+            if memo is not None:
+                pending.append(memo.row)
+        if memo is None or by in memo.claimed:
+            return self._own_row(pending, account, stanza, room, stamp, room_stanza_id)
+        # copy_shallow(stanza), with our stanza-id
+        out = Element(stanza.tag, stanza.attrib)
+        out.text = stanza.text
+        out.extend(kids)
+        SubElement(out, STANZA_ID, {"by": by, "id": memo.row.id})
+        memo.row.archives.append(by)
+        return memo.prepared.replaced(out, ACCOUNT_MARK, escape_attr(by))
+
+    def _share(self, stanza: Element, key: _CopyKey) -> _SharedCopy | None:
+        """The shared row for a room message: its copy with :data:`ACCOUNT_MARK` for the
+        account, serialized once. None when the mark would not stand for the account alone."""
+        template = copy_shallow(stanza)
+        sid = new_archive_id()
+        SubElement(template, STANZA_ID, {"by": ACCOUNT_MARK, "id": sid})
+        prepared = Prepared(template)
+        text = prepared.for_recipient(ACCOUNT_MARK)
+        self._shared = None
+        if text.count(ACCOUNT_MARK) != 2:  # in the stanza itself: a copy of its own each
+            return None
+        _kids, _attrs, stamp, room_stanza_id, room, _tag, _text = key
+        row = SharedRow(
+            sid,
+            str(room),
+            time.time() if stamp is None else stamp,
+            "groupchat",
+            text,
+            room_stanza_id,
+        )
+        claimed = frozenset(str(el.get("by")) for el in stanza.findall(STANZA_ID))
+        self._shared = _SharedCopy(row, prepared, key, claimed)
+        return self._shared
+
+    def _own_row(
+        self,
+        pending: list[ArchiveRow | SharedRow],
+        account: JID,
+        stanza: Element,
+        room: JID,
+        stamp: float | None,
+        room_stanza_id: str | None,
+    ) -> Prepared | None:
+        made = self.stanza_to_store(account, stanza, room)
+        if made is None:
+            return None
+        stored, archive_id = made
+        prepared = Prepared(stored)
+        pending.append(
+            ArchiveRow(
+                str(account),
+                archive_id,
+                str(room),
+                "",
+                time.time() if stamp is None else stamp,
+                "groupchat",
+                prepared.for_recipient(str(account)),
+                room_stanza_id,
+            )
+        )
+        return prepared
+
+    def store_rows(self, rows: Sequence[ArchiveRow | SharedRow]) -> None:
+        """Store messages made with :meth:`stanza_to_store` or :meth:`stage_groupchat`, in one
+        transaction (all or none: raises StorageError)."""
         self.store.append_many(rows)
 
     def forget_account(self, account: str) -> None:
@@ -335,6 +443,23 @@ class UserArchive(Extension):
         self.store.set_prefs(str(session.account), prefs)
         self._prefs_cache[str(session.account)] = prefs
         return prefs_element(prefs)
+
+
+# What an account's copy of a room message must match to share the last one's row: the same
+# children (the very objects), attributes but ``to``, stamp, room stanza-id, room, tag, text.
+_CopyKey = tuple[
+    tuple[Element, ...], dict[str, str], float | None, str | None, JID, str, str | None
+]
+
+
+@dataclass(slots=True)
+class _SharedCopy:
+    """A room message staged as a :class:`SharedRow`."""
+
+    row: SharedRow
+    prepared: Prepared  # the copy with ACCOUNT_MARK for the account
+    key: _CopyKey
+    claimed: frozenset[str]  # the `by` of the stanza-ids it carries
 
 
 def prefs_element(prefs: ArchivePrefs) -> Element:
