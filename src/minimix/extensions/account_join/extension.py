@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -54,6 +55,7 @@ from .machine import (
     Progress,
     ReceivedPrivate,
     SendHistory,
+    SendPresences,
     SentPrivate,
     Settings,
     StartTimer,
@@ -70,8 +72,12 @@ _FORWARDED = tag(ns.FORWARD, "forwarded")
 _BACKFILL_PAGES = 20
 _BACKFILL_PAGE = 100
 _PRESENCE = "{jabber:client}presence"
-_PRESENCE_CACHE = 8192  # serialized presences kept (emptied when full)
+# Serialized presences kept: half for those used more than once, half for those used once so
+# far; the older half of either goes when it is full.
+_PRESENCE_CACHE = 8192
 _COMMIT_INTERVAL = 0.01  # seconds between archive transactions under load
+# A serialized presence: its attributes but ``to``, its text, and the stanza prepared.
+_CachedPresence = tuple[dict[str, str], str | None, Prepared]
 # Actions that send nothing to a client: archived group chat may stay pending across them.
 _QUIET_ACTIONS = (ArchiveGroupchat, Progress, Persist, Forget, StartTimer, CancelTimer, ToRoom)
 
@@ -170,8 +176,10 @@ class AccountJoin(Extension):
         self._commit_scheduled = False
         self._last_commit = -math.inf
         self._worth: tuple[tuple[Element, ...], bool] | None = None  # the last room message's
-        # Presences sent to clients, serialized: children -> (attributes but to, prepared).
-        self._presences: dict[tuple[Element, ...], tuple[dict[str, str], Prepared]] = {}
+        # Presences sent to clients, serialized, by their children: those used more than once,
+        # and those used once so far (see _prepared_presence).
+        self._presences: dict[tuple[Element, ...], _CachedPresence] = {}
+        self._presences_once: dict[tuple[Element, ...], _CachedPresence] = {}
         self._stopped = False
 
     # ------------------------------------------------------------------ table of contents
@@ -344,6 +352,8 @@ class AccountJoin(Extension):
                     s.send_prepared(self._prepared_presence(a.stanza))
                 else:
                     s.send(a.stanza)
+        elif isinstance(a, SendPresences):
+            self._send_presences(a.client, a.presences)
         elif isinstance(a, FanOut):
             self._fan_out(a.stanza, a.clients)
         elif isinstance(a, ReceivedPrivate):
@@ -413,20 +423,47 @@ class AccountJoin(Extension):
         else:
             self._deliver(Prepared(stanza), clients)
 
+    def _send_presences(self, client: JID, presences: Sequence[Element]) -> None:
+        """The occupants' presences for one attaching client: each serialized once for every
+        account and client (cached while current), written in one go."""
+        session = self.sessions.get(client)
+        if session is None:
+            return
+        prepared = self._prepared_presence
+        session.send_prepared_many([prepared(p) for p in presences])
+
     def _prepared_presence(self, presence: Element) -> Prepared:
         """The presence serialized, from a cache keyed on its children (shared by every copy
-        of it, whoever it is addressed to) and checked against its other attributes."""
+        of it, whoever it is addressed to) and checked against its other attributes.
+
+        Presences used more than once (an occupant's presence that the room sent every account
+        in it) are kept apart from those used once so far (the copies a room makes for one
+        account as it joins): a big room's joins, each with copies of its own, do not push out
+        what every client attaching to the room needs."""
         kids = tuple(presence)
-        attrs = dict(presence.attrib)
-        attrs.pop("to", None)
-        cache = self._presences
-        hit = cache.get(kids)  # elements hash and compare by identity
-        if hit is None or hit[0] != attrs or hit[1].element.text != presence.text:
-            if len(cache) >= _PRESENCE_CACHE:
-                cache.clear()
-            hit = (attrs, Prepared(presence))
-            cache[kids] = hit
-        return hit[1]
+        attrs = presence.attrib
+        # The same attributes but ``to``, without a copy: as many (one more with a ``to``), and
+        # the cached ones among them.
+        size = len(attrs) - ("to" in attrs)
+        text = presence.text
+        hit = self._presences.get(kids)  # elements hash and compare by identity
+        if hit is not None:
+            known = hit[0]
+            if len(known) == size and known.items() <= attrs.items() and hit[1] == text:
+                return hit[2]
+        once = self._presences_once
+        hit = once.get(kids)
+        if hit is not None:
+            known = hit[0]
+            if len(known) == size and known.items() <= attrs.items() and hit[1] == text:
+                del once[kids]
+                _keep(self._presences, kids, hit)
+                return hit[2]
+        without_to = dict(attrs)
+        without_to.pop("to", None)
+        prepared = Prepared(presence)
+        _keep(once, kids, (without_to, text, prepared))
+        return prepared
 
     def _deliver(self, prepared: Prepared, clients: Iterable[JID]) -> None:
         n = 0
@@ -932,6 +969,18 @@ class AccountJoin(Extension):
                     occ.last_stamp = stamp
                     occ.last_room_stanza_id = rid
                     self._progress[key] = (rid, stamp)
+
+
+def _keep(
+    cache: dict[tuple[Element, ...], _CachedPresence],
+    kids: tuple[Element, ...],
+    entry: _CachedPresence,
+) -> None:
+    """Add to one half of the presence cache; when full, its older half goes first."""
+    if len(cache) >= _PRESENCE_CACHE // 2:
+        for old in list(itertools.islice(cache, len(cache) // 2)):
+            del cache[old]
+    cache[kids] = entry
 
 
 def _restorer(m: Membership) -> Callable[[Occupancy], list[Action]]:
