@@ -75,15 +75,26 @@ async def test_an_attaching_client_gets_each_occupant_once_in_order_then_itself(
         laptop = await SmClient.login(srv, "alice", "laptop")
         if inactive:
             laptop.raw.send_raw(f"<inactive xmlns='{CSI}'/>")
-        for round_ in range(2):  # the second time from what the first one cached
+        status = {"u1": "lunch", "u3": None}
+        for round_ in range(3):  # again from what the first one cached, then after a change
+            if round_ == 2:
+                others["u3"].send_presence(pto=f"{ROOM}/u3", pshow="dnd", pstatus="busy")
+                await rp.take(lambda el: el.findtext("{jabber:client}status") == "busy")
+                # The laptop, attached already, gets the change too (held while inactive, and
+                # then superseded by the same presence in what attaching sends).
+                while not inactive:
+                    if (await laptop.next_stanza()).findtext("{jabber:client}status") == "busy":
+                        break
+                status["u3"] = "busy"
             seq = await attach(laptop, pid=f"attach{round_}")
             presences = [el for el in seq if kind(el) == "presence"]
             assert [nick_of(el) for el in presences] == ["Bob", "u0", "u1", "u3", "u4", "alice"]
+            for nick, text in status.items():
+                el = next(el for el in presences if nick_of(el) == nick)
+                assert el.findtext("{jabber:client}status") == text
             assert all("110" not in codes(el) for el in presences[:-1])
             me = presences[-1]
             assert "110" in codes(me) and me.get("id") == f"attach{round_}"
-            u1 = presences[2]
-            assert u1.findtext("{jabber:client}status") == "lunch"
             assert all(el.get("type") is None for el in presences)
             assert all(el.get("to") == "alice@localhost/laptop" for el in seq)
             assert is_subject(seq[-1]) and len(seq) == len(presences) + 1

@@ -89,9 +89,10 @@ class Prepared:
     def for_recipient(self, to: str, framed: bool = False) -> str:
         return self.splice(f' to="{escape_attr(to)}"', framed)
 
-    def contains(self, fragment: str) -> bool:
-        """Whether the serialized stanza (but its ``to``) contains ``fragment``."""
-        return fragment in self._tail or fragment in self._head
+    @staticmethod
+    def containing(batch: Sequence[Prepared], fragment: str) -> list[Prepared]:
+        """The stanzas of ``batch`` whose serialization (but ``to``) contains ``fragment``."""
+        return [p for p in batch if fragment in p._tail]  # the head is "<" and the name
 
     def splice(self, to_attr: str, framed: bool = False) -> str:
         """The stanza with ``to_attr`` (`` to="..."``, escaped) after its name."""
@@ -178,8 +179,9 @@ class Session:
                 return
         link = self.link
         to_attr = self.to_attr
-        framed = link.framed
-        texts = [p.splice(to_attr, framed) for p in batch]
+        if link.framed:
+            to_attr = ' xmlns="jabber:client"' + to_attr
+        texts = [f"{p._head}{to_attr}{p._tail}" for p in batch]  # splice(), inlined
         write_texts: Callable[[Sequence[str], str], None] | None = getattr(
             link, "write_texts", None
         )

@@ -150,9 +150,8 @@ class ClientState(Extension):
             return True
         if st.inactive or st.held:
             return False
-        for p in batch:
-            if p.contains("110"):  # a cheap look at the text before the element walk
-                self._track_nick(st, p.element)
+        for p in Prepared.containing(batch, "110"):  # a cheap look before the element walk
+            self._track_nick(st, p.element)
         return True
 
     def _hold(self, session: Session, st: _State, el: Element) -> None:

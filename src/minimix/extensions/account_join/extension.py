@@ -78,6 +78,9 @@ _PRESENCE_CACHE = 8192
 _COMMIT_INTERVAL = 0.01  # seconds between archive transactions under load
 # A serialized presence: its attributes but ``to``, its text, and the stanza prepared.
 _CachedPresence = tuple[dict[str, str], str | None, Prepared]
+# What a client attaching to an (account, room) was sent: the presences and their serializations.
+_Replay = tuple[tuple[Element, ...], list[Prepared]]
+_REPLAYS = 256  # (account, room) pairs whose last replay is kept
 # Actions that send nothing to a client: archived group chat may stay pending across them.
 _QUIET_ACTIONS = (ArchiveGroupchat, Progress, Persist, Forget, StartTimer, CancelTimer, ToRoom)
 
@@ -180,6 +183,8 @@ class AccountJoin(Extension):
         # and those used once so far (see _prepared_presence).
         self._presences: dict[tuple[Element, ...], _CachedPresence] = {}
         self._presences_once: dict[tuple[Element, ...], _CachedPresence] = {}
+        # The occupants' presences last sent to a client attaching, per (account, room).
+        self._replays: dict[Key, _Replay] = {}
         self._stopped = False
 
     # ------------------------------------------------------------------ table of contents
@@ -353,7 +358,7 @@ class AccountJoin(Extension):
                 else:
                     s.send(a.stanza)
         elif isinstance(a, SendPresences):
-            self._send_presences(a.client, a.presences)
+            self._send_presences(key, a.client, a.presences)
         elif isinstance(a, FanOut):
             self._fan_out(a.stanza, a.clients)
         elif isinstance(a, ReceivedPrivate):
@@ -376,6 +381,7 @@ class AccountJoin(Extension):
                 self.store.save(a.membership)
         elif isinstance(a, Forget):
             self._progress.pop(key, None)
+            self._replays.pop(key, None)
             if not self._stopped:
                 self.store.forget(str(account), str(room))
         elif isinstance(a, Backfill):
@@ -423,14 +429,53 @@ class AccountJoin(Extension):
         else:
             self._deliver(Prepared(stanza), clients)
 
-    def _send_presences(self, client: JID, presences: Sequence[Element]) -> None:
-        """The occupants' presences for one attaching client: each serialized once for every
-        account and client (cached while current), written in one go."""
+    def _send_presences(self, key: Key, client: JID, presences: tuple[Element, ...]) -> None:
+        """The occupants' presences for one attaching client, written in one go: each
+        serialized once for every account and client (cached while current); what the last
+        client attaching to this (account, room) was sent is reused as it stands."""
         session = self.sessions.get(client)
         if session is None:
             return
-        prepared = self._prepared_presence
-        session.send_prepared_many([prepared(p) for p in presences])
+        replays = self._replays
+        last = replays.pop(key, None)
+        if last is not None and last[0] == presences:  # elements compare by identity
+            batch = last[1]
+        else:
+            batch = self._prepared_presences(presences, last)
+        replays[key] = (presences, batch)
+        if len(replays) > _REPLAYS:
+            del replays[next(iter(replays))]
+        session.send_prepared_many(batch)
+
+    def _prepared_presences(
+        self, presences: tuple[Element, ...], last: _Replay | None
+    ) -> list[Prepared]:
+        """:meth:`_prepared_presence` of each, in a loop of its own (the cache's hits checked
+        in place); presences that ``last`` had already are taken from it."""
+        known_ids: dict[int, Prepared] = {}
+        if last is not None:  # its presences are alive (it holds them): their ids are theirs
+            known_ids = dict(zip(map(id, last[0]), last[1], strict=True))
+        hits = map(self._presences.get, map(tuple, presences))
+        batch: list[Prepared] = []
+        add = batch.append
+        for p, hit in zip(presences, hits, strict=True):
+            if known_ids:
+                prepared = known_ids.get(id(p))
+                if prepared is not None:
+                    add(prepared)
+                    continue
+            if hit is not None:
+                attrs = p.attrib
+                known = hit[0]
+                if (
+                    len(known) == len(attrs) - ("to" in attrs)
+                    and known.items() <= attrs.items()
+                    and hit[1] == p.text
+                ):
+                    add(hit[2])
+                    continue
+            add(self._prepared_presence(p))
+        return batch
 
     def _prepared_presence(self, presence: Element) -> Prepared:
         """The presence serialized, from a cache keyed on its children (shared by every copy
