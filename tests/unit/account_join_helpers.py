@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from minimix.extensions.account_join import machine as m
 from minimix.extensions.account_join.machine import Occupancy, Settings
 from minimix.protocol.jid import JID
+from minimix.protocol.stanza import copy_shallow
 from minimix.protocol.xml import Element, parse_element, serialize
 
 ACCOUNT = JID.parse("alice@localhost")
@@ -111,7 +112,9 @@ def to_client(actions: list[m.Action], client: JID) -> list[Element]:
     """What one client receives, in order (single sends and fan-outs)."""
     out: list[Element] = []
     for a in actions:
-        if (
+        if isinstance(a, m.SendPresences) and a.client == client:
+            out.extend(copy_shallow(p, to=str(client)) for p in a.presences)
+        elif (
             (isinstance(a, m.ToClient) and a.client == client)
             or (isinstance(a, m.FanOut) and client in a.clients)
             or (isinstance(a, m.ArchiveGroupchat) and client in a.clients)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -203,6 +203,43 @@ class ClientConnection:
         self._unflushed += len(text)
         # Written once the work of this loop turn is done: a client that receives several stanzas
         # in one turn (a busy room) gets them in one TLS record and one system call.
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush_queued)
+
+    def write_texts(self, texts: Sequence[str], kind: str) -> None:
+        """Several serialized stanzas of one ``kind`` (their tag), in order, queued at once:
+        :meth:`write_text` for each, but each counted once for XEP-0198 in one step."""
+        if not texts:
+            return
+        sm = self.sm
+        if sm is not None and kind in STANZA_TAGS:
+            n = len(texts)
+            sm.h_out = (sm.h_out + n) % (1 << 32)
+            sm.queue.extend(texts)
+            sm.queued_bytes += sum(map(len, texts))
+            limits = self.services.limits
+            if len(sm.queue) > limits.sm_max_queue or sm.queued_bytes > limits.max_output_buffer:
+                self._unacknowledged_overflow(sm)
+                return
+            if not self._ack_requested:
+                self._ack_requested = True
+                asyncio.get_running_loop().call_soon(self._request_ack)
+        if self._closed:
+            return
+        counter = _OUT_COUNTERS.get(kind)
+        if counter is not None:
+            counters = self.services.counters
+            counters[counter] = counters.get(counter, 0) + len(texts)
+        stream = self.stream
+        if self.framed:
+            for text in texts:  # one WebSocket message each
+                stream.send_text(text)
+                self._unflushed += len(text)
+        else:
+            text = "".join(texts)
+            stream.send_text(text)
+            self._unflushed += len(text)
         if not self._flush_pending:
             self._flush_pending = True
             self._loop.call_soon(self._flush_queued)

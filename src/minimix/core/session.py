@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from minimix.protocol.jid import JID
@@ -31,6 +31,12 @@ class Link(Protocol):
     def write_text(self, text: str, el: Element | None) -> None: ...
 
     def close(self, error: StreamError | None = None) -> None: ...
+
+
+class BatchLink(Link, Protocol):
+    """A link that takes many serialized stanzas at once (each still counted as one)."""
+
+    def write_texts(self, texts: Sequence[str], kind: str) -> None: ...
 
 
 class Prepared:
@@ -91,6 +97,11 @@ class Prepared:
 
     def for_recipient(self, to: str, framed: bool = False) -> str:
         return self.splice(f' to="{escape_attr(to)}"', framed)
+
+    @staticmethod
+    def containing(batch: Sequence[Prepared], fragment: str) -> list[Prepared]:
+        """The stanzas of ``batch`` whose serialization (but ``to``) contains ``fragment``."""
+        return [p for p in batch if fragment in p._tail]  # the head is "<" and the name
 
     def splice(self, to_attr: str, framed: bool = False) -> str:
         """The stanza with ``to_attr`` (`` to="..."``, escaped) after its name."""
@@ -159,6 +170,35 @@ class Session:
                     return
         link = self.link
         link.write_text(prepared.splice(self.to_attr, link.framed), prepared.element)
+
+    def send_prepared_many(self, batch: Sequence[Prepared]) -> None:
+        """Deliver fan-out stanzas of one kind (presences, say), in order, in one write: each
+        spliced, each counted on its own (XEP-0198 acknowledgements and resumption).
+
+        Filters still see every stanza: one that can vouch for the whole batch (a
+        ``passes_all(batch)`` method answering True: every stanza goes out unchanged) is asked
+        once; otherwise each stanza goes through :meth:`send_prepared`."""
+        if self.closed or not batch:
+            return
+        for f in self.send_filters:
+            passes_all: Callable[[Sequence[Prepared]], bool] | None = getattr(f, "passes_all", None)
+            if passes_all is None or not passes_all(batch):
+                for prepared in batch:
+                    self.send_prepared(prepared)
+                return
+        link = self.link
+        to_attr = self.to_attr
+        if link.framed:
+            to_attr = ' xmlns="jabber:client"' + to_attr
+        texts = [f"{p._head}{to_attr}{p._tail}" for p in batch]  # splice(), inlined
+        write_texts: Callable[[Sequence[str], str], None] | None = getattr(
+            link, "write_texts", None
+        )
+        if write_texts is not None:
+            write_texts(texts, batch[0].element.tag)
+        else:
+            for text, prepared in zip(texts, batch, strict=True):
+                link.write_text(text, prepared.element)
 
     def __repr__(self) -> str:
         return f"<Session {self.jid}>"

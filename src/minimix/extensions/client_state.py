@@ -14,12 +14,13 @@ wait at all. A resumed stream (XEP-0198) starts active again (XEP-0352 §4.2).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from minimix.core.extension import Extension
 from minimix.core.hooks import Hooks
-from minimix.core.session import Session
+from minimix.core.session import Prepared, Session
 from minimix.extensions.roster import ClientAvailable
 from minimix.protocol import ns
 from minimix.protocol.jid import try_parse
@@ -54,6 +55,23 @@ class _State:
     timer: asyncio.TimerHandle | None = None
 
 
+class _Filter:
+    """One session's send filter; whole batches of fan-out stanzas are checked at once."""
+
+    __slots__ = ("ext", "session", "st")
+
+    def __init__(self, ext: ClientState, session: Session, st: _State) -> None:
+        self.ext = ext
+        self.session = session
+        self.st = st
+
+    def __call__(self, el: Element) -> Element | None:
+        return self.ext._filter(self.session, self.st, el)
+
+    def passes_all(self, batch: Sequence[Prepared]) -> bool:
+        return self.ext._passes_all(self.st, batch)
+
+
 def _mentions(body: str, nick: str) -> bool:
     return bool(nick) and nick.casefold() in body.casefold()
 
@@ -78,7 +96,7 @@ class ClientState(Extension):
         st = session.slot(_State, _State)
         if not st.installed:
             st.installed = True
-            session.send_filters.append(lambda stanza: self._filter(session, st, stanza))
+            session.send_filters.append(_Filter(self, session, st))
         return st
 
     def stream_features(self, authenticated: bool, bound: bool) -> list[Element]:
@@ -123,6 +141,18 @@ class ClientState(Extension):
             return el
         self._hold(session, st, el)
         return None
+
+    def _passes_all(self, st: _State, batch: Sequence[Prepared]) -> bool:
+        """Whether every stanza of ``batch`` would pass :meth:`_filter` unchanged, with the
+        same effect: only when active with nothing held (our room nicks are learned from the
+        self-presences among them); otherwise each stanza goes through the filter."""
+        if st.flushing:
+            return True
+        if st.inactive or st.held:
+            return False
+        for p in Prepared.containing(batch, "110"):  # a cheap look before the element walk
+            self._track_nick(st, p.element)
+        return True
 
     def _hold(self, session: Session, st: _State, el: Element) -> None:
         held = copy_shallow(el, to=str(session.jid))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -60,6 +61,7 @@ from .machine import (
     Progress,
     ReceivedPrivate,
     SendHistory,
+    SendPresences,
     SentPrivate,
     Settings,
     StartTimer,
@@ -76,8 +78,15 @@ _FORWARDED = tag(ns.FORWARD, "forwarded")
 _BACKFILL_PAGES = 20
 _BACKFILL_PAGE = 100
 _PRESENCE = "{jabber:client}presence"
-_PRESENCE_CACHE = 8192  # serialized presences kept (emptied when full)
+# Serialized presences kept: half for those used more than once, half for those used once so
+# far; the older half of either goes when it is full.
+_PRESENCE_CACHE = 8192
 _COMMIT_INTERVAL = 0.01  # seconds between archive transactions under load
+# A serialized presence: its attributes but ``to``, its text, and the stanza prepared.
+_CachedPresence = tuple[dict[str, str], str | None, Prepared]
+# What a client attaching to an (account, room) was sent: the presences and their serializations.
+_Replay = tuple[tuple[Element, ...], list[Prepared]]
+_REPLAYS = 256  # (account, room) pairs whose last replay is kept
 # Actions that send nothing to a client: archived group chat may stay pending across them.
 _QUIET_ACTIONS = (ArchiveGroupchat, Progress, Persist, Forget, StartTimer, CancelTimer, ToRoom)
 
@@ -183,8 +192,12 @@ class AccountJoin(Extension):
         self._commit_scheduled = False
         self._last_commit = -math.inf
         self._worth: tuple[tuple[Element, ...], bool] | None = None  # the last room message's
-        # Presences sent to clients, serialized: children -> (attributes but to, prepared).
-        self._presences: dict[tuple[Element, ...], tuple[dict[str, str], Prepared]] = {}
+        # Presences sent to clients, serialized, by their children: those used more than once,
+        # and those used once so far (see _prepared_presence).
+        self._presences: dict[tuple[Element, ...], _CachedPresence] = {}
+        self._presences_once: dict[tuple[Element, ...], _CachedPresence] = {}
+        # The occupants' presences last sent to a client attaching, per (account, room).
+        self._replays: dict[Key, _Replay] = {}
         # While copies of one room message are handled: that message, serialized once (on
         # first use: archived group chat is delivered as each account's stored copy instead).
         self._sharing: Element | None = None
@@ -363,6 +376,8 @@ class AccountJoin(Extension):
                     s.send_prepared(self._prepared_presence(a.stanza))
                 else:
                     s.send(a.stanza)
+        elif isinstance(a, SendPresences):
+            self._send_presences(key, a.client, a.presences)
         elif isinstance(a, FanOut):
             self._fan_out(a.stanza, a.clients)
         elif isinstance(a, ReceivedPrivate):
@@ -385,6 +400,7 @@ class AccountJoin(Extension):
                 self.store.save(a.membership)
         elif isinstance(a, Forget):
             self._progress.pop(key, None)
+            self._replays.pop(key, None)
             if not self._stopped:
                 self.store.forget(str(account), str(room))
         elif isinstance(a, Backfill):
@@ -436,20 +452,86 @@ class AccountJoin(Extension):
         else:
             self._deliver(Prepared(stanza), clients)
 
+    def _send_presences(self, key: Key, client: JID, presences: tuple[Element, ...]) -> None:
+        """The occupants' presences for one attaching client, written in one go: each
+        serialized once for every account and client (cached while current); what the last
+        client attaching to this (account, room) was sent is reused as it stands."""
+        session = self.sessions.get(client)
+        if session is None:
+            return
+        replays = self._replays
+        last = replays.pop(key, None)
+        if last is not None and last[0] == presences:  # elements compare by identity
+            batch = last[1]
+        else:
+            batch = self._prepared_presences(presences, last)
+        replays[key] = (presences, batch)
+        if len(replays) > _REPLAYS:
+            del replays[next(iter(replays))]
+        session.send_prepared_many(batch)
+
+    def _prepared_presences(
+        self, presences: tuple[Element, ...], last: _Replay | None
+    ) -> list[Prepared]:
+        """:meth:`_prepared_presence` of each, in a loop of its own (the cache's hits checked
+        in place); presences that ``last`` had already are taken from it."""
+        known_ids: dict[int, Prepared] = {}
+        if last is not None:  # its presences are alive (it holds them): their ids are theirs
+            known_ids = dict(zip(map(id, last[0]), last[1], strict=True))
+        hits = map(self._presences.get, map(tuple, presences))
+        batch: list[Prepared] = []
+        add = batch.append
+        for p, hit in zip(presences, hits, strict=True):
+            if known_ids:
+                prepared = known_ids.get(id(p))
+                if prepared is not None:
+                    add(prepared)
+                    continue
+            if hit is not None:
+                attrs = p.attrib
+                known = hit[0]
+                if (
+                    len(known) == len(attrs) - ("to" in attrs)
+                    and known.items() <= attrs.items()
+                    and hit[1] == p.text
+                ):
+                    add(hit[2])
+                    continue
+            add(self._prepared_presence(p))
+        return batch
+
     def _prepared_presence(self, presence: Element) -> Prepared:
         """The presence serialized, from a cache keyed on its children (shared by every copy
-        of it, whoever it is addressed to) and checked against its other attributes."""
+        of it, whoever it is addressed to) and checked against its other attributes.
+
+        Presences used more than once (an occupant's presence that the room sent every account
+        in it) are kept apart from those used once so far (the copies a room makes for one
+        account as it joins): a big room's joins, each with copies of its own, do not push out
+        what every client attaching to the room needs."""
         kids = tuple(presence)
-        attrs = dict(presence.attrib)
-        attrs.pop("to", None)
-        cache = self._presences
-        hit = cache.get(kids)  # elements hash and compare by identity
-        if hit is None or hit[0] != attrs or hit[1].element.text != presence.text:
-            if len(cache) >= _PRESENCE_CACHE:
-                cache.clear()
-            hit = (attrs, Prepared(presence))
-            cache[kids] = hit
-        return hit[1]
+        attrs = presence.attrib
+        # The same attributes but ``to``, without a copy: as many (one more with a ``to``), and
+        # the cached ones among them.
+        size = len(attrs) - ("to" in attrs)
+        text = presence.text
+        hit = self._presences.get(kids)  # elements hash and compare by identity
+        if hit is not None:
+            known = hit[0]
+            if len(known) == size and known.items() <= attrs.items() and hit[1] == text:
+                return hit[2]
+        once = self._presences_once
+        hit = once.get(kids)
+        if hit is not None:
+            known = hit[0]
+            if len(known) == size and known.items() <= attrs.items() and hit[1] == text:
+                del once[kids]
+                _keep(self._presences, kids, hit)
+                return hit[2]
+        without_to = dict(attrs)
+        without_to.pop("to", None)
+        prepared = Prepared(presence)
+        _keep(once, kids, (without_to, text, prepared))
+        return prepared
 
     def _deliver(self, prepared: Prepared, clients: Iterable[JID]) -> None:
         n = 0
@@ -972,6 +1054,18 @@ class AccountJoin(Extension):
                     occ.last_stamp = stamp
                     occ.last_room_stanza_id = rid
                     self._progress[key] = (rid, stamp)
+
+
+def _keep(
+    cache: dict[tuple[Element, ...], _CachedPresence],
+    kids: tuple[Element, ...],
+    entry: _CachedPresence,
+) -> None:
+    """Add to one half of the presence cache; when full, its older half goes first."""
+    if len(cache) >= _PRESENCE_CACHE // 2:
+        for old in list(itertools.islice(cache, len(cache) // 2)):
+            del cache[old]
+    cache[kids] = entry
 
 
 def _restorer(m: Membership) -> Callable[[Occupancy], list[Action]]:

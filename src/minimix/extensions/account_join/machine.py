@@ -119,6 +119,15 @@ class ToClient:
 
 
 @dataclass(frozen=True, slots=True)
+class SendPresences:
+    """Send ``client`` each of ``presences`` (as the room sent them to the account), in order,
+    addressed to it: the occupants' presences for an attaching client, in one write."""
+
+    client: JID
+    presences: tuple[Element, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class FanOut:
     """Send ``stanza`` to each of ``clients``: serialized once, ``to`` spliced per client."""
 
@@ -217,6 +226,7 @@ class Backfill:
 Action = (
     ToRoom
     | ToClient
+    | SendPresences
     | FanOut
     | SendHistory
     | ArchiveGroupchat
@@ -508,10 +518,12 @@ class Occupancy:
     def _replay(self, client: JID, pj: PendingJoin, created: bool = False) -> list[Action]:
         """XEP-0045 §7.1 order for one client, answered from the account's state: occupants,
         self-presence (110, its id, 210 when its nick was not kept), history, subject."""
-        acts: list[Action] = []
-        for nick, p in self.occupants.items():
-            if nick != self.nick:
-                acts.append(ToClient(client, copy_shallow(p, to=str(client))))
+        occupants = self.occupants
+        if self.nick in occupants:
+            presences = tuple(p for nick, p in occupants.items() if nick != self.nick)
+        else:
+            presences = tuple(occupants.values())
+        acts: list[Action] = [SendPresences(client, presences)] if presences else []
         cached = self.self_presence
         if cached is None:
             cached = make("presence", from_=self.occupant_jid)
