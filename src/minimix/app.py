@@ -343,7 +343,6 @@ class Server:
 
     async def run_forever(self) -> None:
         await self.start()
-        settle_garbage_collector()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -351,6 +350,7 @@ class Server:
                 loop.add_signal_handler(sig, stop.set)
             except NotImplementedError:
                 pass
+        settle_garbage_collector()
         await stop.wait()
         await self.stop()
 
