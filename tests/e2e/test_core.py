@@ -159,3 +159,30 @@ async def test_logs_hold_no_passwords_or_bodies(
     assert "authenticated" in text  # the logs do say something useful
     for secret in ("hunter2", "hunter3", "wrong-guess", "zed-pass", "TOP-SECRET"):
         assert secret not in text, secret
+
+
+async def test_idle_connection_frees_its_parser_and_reads_on(tmp_path: Path) -> None:
+    """A client quiet for a second holds no XML parser; its next stanza (and its stream's
+    end tag) are read as before."""
+    async with running_server(tmp_path) as srv:
+        srv.add_user("alice")
+        srv.add_user("bob")
+        a = await RawClient().login(srv.port, "alice", ca=srv.ca)
+        b = await RawClient().login(srv.port, "bob", ca=srv.ca)
+        a.send_raw("<presence/> ")
+        await a.next("presence")
+        (conn,) = [c for c in srv.server.services.connections if c.session.account.local == "alice"]
+        for _ in range(100):
+            if conn.stream._parser._parser is None:
+                break
+            await asyncio.sleep(0.05)
+        assert conn.stream._parser._parser is None
+        a.send_raw("<message to='bob@localhost/raw'><body>after a pause</body></message>")
+        m = await b.next("message")
+        assert m.findtext("{jabber:client}body") == "after a pause"
+        await asyncio.sleep(1.2)
+        assert conn.stream._parser._parser is None
+        a.send_raw("</stream:stream>")
+        assert await a.closed()
+        assert a.stream_closed
+        b.close()

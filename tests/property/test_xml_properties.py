@@ -80,6 +80,49 @@ def test_any_split_yields_the_same_stanzas(els: list[Element], cuts: list[int]) 
         assert same_tree(x, z) and same_tree(y, z)
 
 
+def feed_releasing(parser: StreamParser, chunks: list[bytes]) -> list[Element]:
+    """Like feed_all, but the parser is offered a release after every chunk."""
+    out: list[Element] = []
+    for chunk in chunks:
+        out += [ev for ev in parser.feed(chunk) if isinstance(ev, Element)]
+        parser.release()
+    return out
+
+
+@FAST
+@given(st.lists(elements(depth=2), min_size=1, max_size=4), st.lists(st.integers(0, 10**6)))
+def test_releasing_the_parser_between_chunks_changes_nothing(
+    els: list[Element], cuts: list[int]
+) -> None:
+    body = "\n ".join(serialize(stanza(e)) for e in els).encode()
+    parser = StreamParser()
+    pieces = feed_releasing(parser, chunked(HEADER + body, cuts))
+    assert len(pieces) == len(els)
+    for y, z in zip(pieces, els, strict=True):
+        assert same_tree(y, z)
+    assert list(parser.feed(b"</stream:stream>")) == [None]
+
+
+@FAST
+@given(st.binary(max_size=400), st.lists(st.integers(0, 1000), max_size=5))
+def test_releasing_the_parser_refuses_the_same_bytes(data: bytes, cuts: list[int]) -> None:
+    """Bad input is refused with the same condition whether or not the parser was released."""
+
+    def outcome(release: bool) -> tuple[list[str], str | None]:
+        parser = StreamParser(max_stanza_size=1024, max_depth=16)
+        got: list[str] = []
+        try:
+            for chunk in chunked(HEADER + data, cuts):
+                got += [serialize(ev) for ev in parser.feed(chunk) if isinstance(ev, Element)]
+                if release:
+                    parser.release()
+        except ParseError as exc:
+            return got, exc.condition
+        return got, None
+
+    assert outcome(True) == outcome(False)
+
+
 @FAST
 @given(st.binary(max_size=400), st.lists(st.integers(0, 1000), max_size=5), st.booleans())
 def test_arbitrary_bytes_never_crash_the_parser(data: bytes, cuts: list[int], head: bool) -> None:

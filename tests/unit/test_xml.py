@@ -52,6 +52,50 @@ def test_header_then_stanzas_then_close() -> None:
     assert evs[3] is None
 
 
+def test_released_parser_is_made_again_in_the_same_namespace_context() -> None:
+    p = StreamParser()
+    header = (
+        b"<?xml version='1.0'?><s:stream xmlns='jabber:client' xmlns:x='urn:example:x' "
+        b"xmlns:s='http://etherx.jabber.org/streams' to='example.com' version='1.0'>"
+    )
+    assert p.release()  # nothing read yet: nothing held
+    assert isinstance(events(p, header)[0], StreamHeader)
+    assert p.release()
+    evs = events(p, b"<message><x:y/></message>  ")
+    assert isinstance(evs[0], Element)
+    assert evs[0].tag == "{jabber:client}message" and evs[0][0].tag == "{urn:example:x}y"
+    assert p.release()
+    # The end tag of the stream matches the root as the client wrote it.
+    assert events(p, b"<presence/></s:stream>")[1] is None
+
+
+def test_parser_is_kept_in_the_middle_of_something() -> None:
+    p = StreamParser(max_stanza_size=200)
+    events(p, HEADER)
+    events(p, b"<message><body>hi")
+    assert not p.release()  # inside a stanza
+    events(p, b"</body></message><presence a='>")
+    assert not p.release()  # inside a tag
+    events(p, b"'/><message><body>\xc3")
+    assert not p.release()
+    evs = events(p, b"\xa9</body></message>")
+    assert [e.findtext("{jabber:client}body") for e in evs if isinstance(e, Element)] == ["\u00e9"]
+    assert p.release()
+    # The size limit still counts from the last stanza's end.
+    with pytest.raises(ParseError) as err:
+        events(p, b"<message><body>" + b"a" * 300)
+    assert err.value.condition == "policy-violation"
+
+
+def test_text_at_stream_level_is_refused_after_a_release_too() -> None:
+    p = StreamParser()
+    events(p, HEADER, b"<presence/> ")
+    assert p.release()
+    with pytest.raises(ParseError) as err:
+        events(p, b"<presence/>hello")
+    assert err.value.condition == "bad-format"
+
+
 def test_fed_one_byte_at_a_time() -> None:
     p = StreamParser()
     data = HEADER + "<message><body>héllo ☃ 𝄞</body></message>".encode()

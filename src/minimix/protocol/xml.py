@@ -11,6 +11,7 @@ from __future__ import annotations
 import pyexpat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from xml.etree.ElementTree import Element, SubElement, TreeBuilder
 
 from minimix.protocol import ns
@@ -320,7 +321,22 @@ class StreamParser:
         self.reset()
 
     def reset(self) -> None:
-        """Start a fresh document (after STARTTLS or SASL success, or per WebSocket frame)."""
+        """Start a fresh document (after STARTTLS or SASL success, or per WebSocket frame).
+
+        The expat parser itself is made when the first byte arrives.
+        """
+        self._parser: Any = None
+        self._default_ns = ""
+        self._root_ns: tuple[tuple[str, str], ...] = ()  # the root's namespace declarations
+        self._prologue = b""  # their replay, for a parser made again after :meth:`release`
+        self._base = 0  # stream byte index of the current expat parser's first byte
+        self._depth = 0
+        self._builder: TreeBuilder | None = None
+        self._fed = 0  # bytes received since the reset
+        self._mark = 0  # byte index of the last stanza boundary: the size limit counts from it
+        self._closed = False
+
+    def _make_parser(self) -> Any:
         p = pyexpat.ParserCreate("UTF-8", " ")
         # Text arrives in pieces of at most this many characters (joined by the tree
         # builder); every connection's parser holds such a buffer, so it is kept small.
@@ -330,7 +346,6 @@ class StreamParser:
         p.specified_attributes = True
         if hasattr(p, "SetReparseDeferralEnabled"):
             p.SetReparseDeferralEnabled(False)
-        p.StartElementHandler = self._start
         p.EndElementHandler = self._end
         p.CharacterDataHandler = self._data
         p.StartDoctypeDeclHandler = self._refuse_doctype
@@ -342,14 +357,39 @@ class StreamParser:
         p.DefaultHandler = self._default
         p.StartCdataSectionHandler = self._cdata_boundary
         p.EndCdataSectionHandler = self._cdata_boundary
-        p.StartNamespaceDeclHandler = self._namespace_declared
-        self._default_ns = ""
         self._parser = p
-        self._depth = 0
-        self._builder: TreeBuilder | None = None
-        self._fed = 0  # bytes given to this expat parser since the reset
-        self._mark = 0  # byte index of the last stanza boundary: the size limit counts from it
-        self._closed = False
+        if self._depth:
+            # Made again after release(), between stanzas: the replayed root (before the
+            # handlers that would report it) puts the new parser in the same namespace
+            # context as the one it replaces.
+            p.Parse(self._prologue, False)
+            self._base = self._fed - len(self._prologue)
+        else:
+            self._base = self._fed
+        p.StartElementHandler = self._start
+        p.StartNamespaceDeclHandler = self._namespace_declared
+        return p
+
+    def release(self) -> bool:
+        """Free the expat parser while the stream is between stanzas (an idle connection's
+        largest allocation, about 10 KB); the next :meth:`feed` makes a new one. False, and
+        nothing changes, when the parser is in the middle of something.
+        """
+        p = self._parser
+        if p is None:
+            return True
+        if self.framed:
+            self._parser = None
+            return True
+        if self._closed or self._depth != 1 or self._builder is not None:
+            return False
+        if not self._prologue:
+            return False  # the root's own name cannot be written again (see _prologue)
+        if p.CurrentByteIndex + self._base != self._fed:
+            return False  # part of a tag or character is waiting for the rest
+        # (Buffered text is handed over at the end of each Parse call: none is held here.)
+        self._parser = None
+        return True
 
     # expat callbacks ------------------------------------------------------
     def _fix(self, name: str) -> str:
@@ -371,14 +411,17 @@ class StreamParser:
         t = self._fix(name)
         if self._depth == 1 and not self.framed:
             attrs["xmlns"] = self._default_ns
+            self._prologue = _prologue(name, self._root_ns)
+            self._root_ns = ()
             self._events.append(StreamHeader(t, attrs))
-            self._mark = self._parser.CurrentByteIndex
+            self._mark = self._parser.CurrentByteIndex + self._base
             return
         if self._depth > self.max_depth:
             raise ParseError("policy-violation", "nesting too deep")
         if self._builder is None:
             self._builder = TreeBuilder()
-            self._mark = self._parser.CurrentByteIndex  # a stanza starts: count from its "<"
+            # A stanza starts: count from its "<".
+            self._mark = self._parser.CurrentByteIndex + self._base
         self._builder.start(t, attrs)
 
     def _end(self, name: str) -> None:
@@ -391,7 +434,7 @@ class StreamParser:
         assert b is not None
         b.end(self._fix(name))
         if self._depth == (0 if self.framed else 1):
-            end = self._parser.CurrentByteIndex
+            end = self._parser.CurrentByteIndex + self._base
             if end - self._mark > self.max_stanza_size:
                 raise ParseError("policy-violation", "stanza too large")
             self._events.append(b.close())
@@ -404,7 +447,8 @@ class StreamParser:
         elif text.strip():
             raise ParseError("bad-format", "text at stream level")
         else:
-            self._mark = self._parser.CurrentByteIndex  # whitespace keepalives between stanzas
+            # Whitespace keepalives between stanzas.
+            self._mark = self._parser.CurrentByteIndex + self._base
 
     def _cdata_boundary(self) -> None:
         """CDATA sections are allowed (RFC 6120 §11.1 does not restrict them); their text
@@ -418,8 +462,10 @@ class StreamParser:
             # out under another name, and the recipient would read different XML. Braces and
             # whitespace are not allowed in a URI reference anyway (RFC 3986).
             raise ParseError("not-well-formed", "invalid namespace name")
-        if not prefix and self._depth == 0:
-            self._default_ns = uri
+        if self._depth == 0:
+            self._root_ns += ((prefix or "", uri),)
+            if not prefix:
+                self._default_ns = uri
 
     def _refuse_doctype(self, *args: object) -> None:
         raise ParseError("restricted-xml", "DTDs are not allowed")
@@ -457,11 +503,14 @@ class StreamParser:
             if data.strip():
                 raise ParseError("not-well-formed", "data after stream end")
             return
+        parser = self._parser
+        if parser is None:
+            parser = self._make_parser()
         view = memoryview(data)
         for start in range(0, len(view), _PIECE):
             piece = view[start : start + _PIECE]
             try:
-                self._parser.Parse(piece, False)
+                parser.Parse(piece, False)
             except pyexpat.ExpatError as exc:
                 raise _expat_error(exc) from None
             except RecursionError:
@@ -485,9 +534,11 @@ class StreamParser:
         if len(data) > self.max_stanza_size:
             raise ParseError("policy-violation", "stanza too large")
         try:
-            self._parser.Parse(data, True)
+            self._make_parser().Parse(data, True)
         except pyexpat.ExpatError as exc:
             raise _expat_error(exc) from None
+        finally:
+            self._parser = None  # each frame is a document of its own
         events, self._events = self._events, []
         if len(events) != 1 or not isinstance(events[0], Element):
             raise ParseError("not-well-formed", "a frame must hold exactly one element")
@@ -496,6 +547,42 @@ class StreamParser:
 
 _PIECE = 65536
 _TEXT_BUFFER = 1024
+# Replayed roots by name and namespace declarations (the same few for every client); bounded.
+_PROLOGUES: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+
+
+def _prologue(name: str, declarations: tuple[tuple[str, str], ...]) -> bytes:
+    """The root's opening tag again, as far as a parser reading what follows can tell: its
+    qualified name (the stream's end tag must match it) and its namespace declarations
+    (prefix, namespace), without its other attributes. ``name`` is expat's ``"uri local"``.
+
+    Empty when the name's prefix is ambiguous (two declarations of the root's namespace).
+    """
+    key = (name, declarations)
+    out = _PROLOGUES.get(key)
+    if out is not None:
+        return out
+    uri, space, local = name.partition(" ")
+    if space:
+        prefixes = [prefix for prefix, declared in declarations if declared == uri]
+        if len(prefixes) != 1:
+            return b""
+        qname = f"{prefixes[0]}:{local}" if prefixes[0] else local
+    else:
+        qname = name
+    out = (
+        f"<{qname}"
+        + "".join(
+            f' xmlns{":" + prefix if prefix else ""}="{escape_attr(declared)}"'
+            for prefix, declared in declarations
+        )
+        + ">"
+    ).encode()
+    if len(_PROLOGUES) < 64:
+        _PROLOGUES[key] = out
+    return out
+
+
 # Expat's "uri local" names in Clark notation, shared by every parser (names seen often are
 # the same few hundred everywhere); bounded, so hostile input cannot grow it for ever.
 _NAMES: dict[str, str] = {}

@@ -119,6 +119,11 @@ class XmppStream:
         self.close(StreamError(condition, text or None))
         return ProtocolViolation(condition, text)
 
+    def release_parser(self) -> bool:
+        """Free the XML parser of a stream that is between stanzas (an idle one); the next
+        bytes received make a new one. False when it is in the middle of a stanza."""
+        return self._parser.release()
+
     def reset(self) -> None:
         """Forget the peer's stream after STARTTLS or SASL success; expect a new header."""
         self._parser.reset()
