@@ -72,6 +72,18 @@ async def test_an_attaching_client_gets_each_occupant_once_in_order_then_itself(
         await rp.take(lambda el: el.get("from") == f"{ROOM}/u1" and el.get("type") is None)
         await rp.take(lambda el: el.get("from") == f"{ROOM}/u2" and el.get("type") is not None)
 
+        # Every account's copy of a presence the room sent them all is one element (Bob, the
+        # owner, gets another one: with the real JID).
+        registry = srv.server.account_join.registry
+        room = JID.parse(ROOM)
+        alices, u0s = (registry.get(JID.parse(f"{n}@localhost"), room) for n in ("alice", "u0"))
+        assert alices.occupants["u4"] is u0s.occupants["u4"]
+        assert alices.occupants["u1"] is u0s.occupants["u1"]
+        # Also a presence each account got in a copy of its own, as it joined (u0 was in the
+        # room before u1 and alice joined: each got u0's presence in its join sequence).
+        u1s = registry.get(JID.parse("u1@localhost"), room)
+        assert alices.occupants["u0"] is u1s.occupants["u0"]
+
         laptop = await SmClient.login(srv, "alice", "laptop")
         if inactive:
             laptop.raw.send_raw(f"<inactive xmlns='{CSI}'/>")

@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from minimix.core.extension import Extension
 from minimix.core.hooks import Direction, Hooks, IqScope, Priority
@@ -35,7 +35,7 @@ from minimix.extensions.bookmark_events import Bookmark, BookmarkPublished, Book
 from minimix.protocol import ns
 from minimix.protocol.jid import JID, try_parse
 from minimix.protocol.stanza import StanzaError, copy_shallow, error_reply, make, new_id
-from minimix.protocol.xml import Element, ParseError, SubElement, parse_element, tag
+from minimix.protocol.xml import Element, ParseError, SubElement, parse_element, serialize, tag
 from minimix.storage.account_join import AccountJoinStore, Membership
 from minimix.storage.archive import (
     ArchiveQuery,
@@ -86,7 +86,9 @@ _COMMIT_INTERVAL = 0.01  # seconds between archive transactions under load
 _CachedPresence = tuple[dict[str, str], str | None, Prepared]
 # What a client attaching to an (account, room) was sent: the presences and their serializations.
 _Replay = tuple[tuple[Element, ...], list[Prepared]]
-_REPLAYS = 256  # (account, room) pairs whose last replay is kept
+_REPLAYS = 256  # rooms whose last replay is kept
+_SHARED_PRESENCES = 4096  # room presences whose element the next account's copy may share
+_K = TypeVar("_K")
 # Actions that send nothing to a client: archived group chat may stay pending across them.
 _QUIET_ACTIONS = (ArchiveGroupchat, Progress, Persist, Forget, StartTimer, CancelTimer, ToRoom)
 
@@ -196,8 +198,13 @@ class AccountJoin(Extension):
         # and those used once so far (see _prepared_presence).
         self._presences: dict[tuple[Element, ...], _CachedPresence] = {}
         self._presences_once: dict[tuple[Element, ...], _CachedPresence] = {}
-        # The occupants' presences last sent to a client attaching, per (account, room).
-        self._replays: dict[Key, _Replay] = {}
+        # The occupants' presences last sent to a client attaching, per room: every account's
+        # copy of a room presence is one element (_shared_presence), so the next client
+        # attaching, of whichever account, finds most of its presences there by identity.
+        self._replays: dict[JID, _Replay] = {}
+        # A room's presence, one element for every account's copy of it (see _shared_presence).
+        self._room_presences: dict[tuple[Element, ...], Element] = {}
+        self._room_presence_texts: dict[str, Element] = {}
         # While copies of one room message are handled: that message, serialized once (on
         # first use: archived group chat is delivered as each account's stored copy instead).
         self._sharing: Element | None = None
@@ -400,7 +407,7 @@ class AccountJoin(Extension):
                 self.store.save(a.membership)
         elif isinstance(a, Forget):
             self._progress.pop(key, None)
-            self._replays.pop(key, None)
+            self._replays.pop(key[1], None)
             if not self._stopped:
                 self.store.forget(str(account), str(room))
         elif isinstance(a, Backfill):
@@ -455,17 +462,19 @@ class AccountJoin(Extension):
     def _send_presences(self, key: Key, client: JID, presences: tuple[Element, ...]) -> None:
         """The occupants' presences for one attaching client, written in one go: each
         serialized once for every account and client (cached while current); what the last
-        client attaching to this (account, room) was sent is reused as it stands."""
+        client attaching to this room was sent, of whichever account, is reused as it stands or
+        presence by presence."""
         session = self.sessions.get(client)
         if session is None:
             return
         replays = self._replays
-        last = replays.pop(key, None)
+        room = key[1]
+        last = replays.pop(room, None)
         if last is not None and last[0] == presences:  # elements compare by identity
             batch = last[1]
         else:
             batch = self._prepared_presences(presences, last)
-        replays[key] = (presences, batch)
+        replays[room] = (presences, batch)
         if len(replays) > _REPLAYS:
             del replays[next(iter(replays))]
         session.send_prepared_many(batch)
@@ -478,15 +487,16 @@ class AccountJoin(Extension):
         known_ids: dict[int, Prepared] = {}
         if last is not None:  # its presences are alive (it holds them): their ids are theirs
             known_ids = dict(zip(map(id, last[0]), last[1], strict=True))
-        hits = map(self._presences.get, map(tuple, presences))
+        cached = self._presences.get
         batch: list[Prepared] = []
         add = batch.append
-        for p, hit in zip(presences, hits, strict=True):
+        for p in presences:
             if known_ids:
                 prepared = known_ids.get(id(p))
                 if prepared is not None:
                     add(prepared)
                     continue
+            hit = cached(tuple(p))
             if hit is not None:
                 attrs = p.attrib
                 known = hit[0]
@@ -842,8 +852,9 @@ class AccountJoin(Extension):
             return stanza.find(st.USER_X) is not None and stanza.get("type") != "error"
         if self._stopped:
             return True
+        shared = self._shared_presence(stanza)
         try:
-            await self._run(key[0], key[1], lambda o: o.room_presence(stanza))
+            await self._run(key[0], key[1], lambda o: o.room_presence(shared))
         except Exception:
             log.exception("account-join failed on a presence from %s", key[1])
         return True
@@ -901,6 +912,35 @@ class AccountJoin(Extension):
         finally:
             self._sharing = self._shared = None
         return left
+
+    def _shared_presence(self, presence: Element) -> Element:
+        """One element for every account's copy of a room presence (copies differ only in
+        ``to``, which account-join never sends on): each account's occupancy holds that one,
+        so it is kept once, serialized once, and an attaching client's presences are the same
+        objects whichever account it is of. Copies of one broadcast share their children; a
+        copy the room made for one account alone (the occupants' presences as it joined) is
+        matched by its text, once."""
+        kids = tuple(presence)
+        if not kids:
+            return presence
+        by_kids = self._room_presences
+        shared = by_kids.get(kids)  # elements hash and compare by identity
+        if shared is not None:
+            attrs, known = presence.attrib, shared.attrib
+            if (
+                len(attrs) - ("to" in attrs) == len(known) - ("to" in known)
+                and all(attrs.get(k) == v for k, v in known.items() if k != "to")
+                and shared.text == presence.text
+            ):
+                return shared
+        text = serialize(copy_shallow(presence, to=None))
+        by_text = self._room_presence_texts
+        shared = by_text.get(text)
+        if shared is None:
+            shared = presence
+            _bounded_put(by_text, text, shared)
+        _bounded_put(by_kids, kids, shared)
+        return shared
 
     def _stray_groupchat(self, key: Key) -> None:
         """Group chat from a room the account is not in (as far as we know): leave it politely."""
@@ -1070,3 +1110,11 @@ def _keep(
 
 def _restorer(m: Membership) -> Callable[[Occupancy], list[Action]]:
     return lambda occ: occ.restore(m)
+
+
+def _bounded_put(table: dict[_K, Element], key: _K, value: Element) -> None:
+    """``table[key] = value``, the older half of the table dropped when it is full."""
+    if len(table) >= _SHARED_PRESENCES and key not in table:
+        for old in list(itertools.islice(table, len(table) // 2)):
+            del table[old]
+    table[key] = value

@@ -504,8 +504,8 @@ class Occupancy:
             if nick == self.nick:
                 continue
             old = before.get(nick)
-            if old is None or serialize(copy_shallow(old, id=None)) != serialize(
-                copy_shallow(p, id=None)
+            if old is None or serialize(copy_shallow(old, id=None, to=None)) != serialize(
+                copy_shallow(p, id=None, to=None)
             ):
                 acts.append(FanOut(p, clients))
         if self.subject is not None and (
