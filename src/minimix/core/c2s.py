@@ -221,22 +221,32 @@ class ClientConnection:
     def write_text(self, text: str, el: Element | None) -> None:
         sm = self.sm
         if sm is not None and el is not None and el.tag in STANZA_TAGS:
-            sm.h_out = (sm.h_out + 1) % (1 << 32)
-            sm.queue.append(text)
-            sm.queued_bytes += len(text)
-            limits = self.services.limits
-            if len(sm.queue) > limits.sm_max_queue or sm.queued_bytes > limits.max_output_buffer:
-                self._unacknowledged_overflow(sm)
+            if not self._keep_unacknowledged(sm, (text,), len(text)):
                 return
-            if not self._ack_requested:
-                self._ack_requested = True
-                asyncio.get_running_loop().call_soon(self._request_ack)
         if self._closed:
             return
         if el is not None and el.tag in _OUT_COUNTERS:
             self.services.count(_OUT_COUNTERS[el.tag])
         self.stream.send_text(text)
         self._unflushed += len(text)
+        self._flush_at_end_of_turn()
+
+    def _keep_unacknowledged(self, sm: SmState, texts: Sequence[str], size: int) -> bool:
+        """XEP-0198: count stanzas sent and keep them until acknowledged, asking for an ack
+        once per loop turn; False when that is more than the limits allow (the session ends)."""
+        sm.h_out = (sm.h_out + len(texts)) % (1 << 32)
+        sm.queue.extend(texts)
+        sm.queued_bytes += size
+        limits = self.services.limits
+        if len(sm.queue) > limits.sm_max_queue or sm.queued_bytes > limits.max_output_buffer:
+            self._unacknowledged_overflow(sm)
+            return False
+        if not self._ack_requested:
+            self._ack_requested = True
+            self._loop.call_soon(self._request_ack)
+        return True
+
+    def _flush_at_end_of_turn(self) -> None:
         # Written once the work of this loop turn is done: a client that receives several stanzas
         # in one turn (a busy room) gets them in one TLS record and one system call.
         if not self._flush_pending:
@@ -250,17 +260,8 @@ class ClientConnection:
             return
         sm = self.sm
         if sm is not None and kind in STANZA_TAGS:
-            n = len(texts)
-            sm.h_out = (sm.h_out + n) % (1 << 32)
-            sm.queue.extend(texts)
-            sm.queued_bytes += sum(map(len, texts))
-            limits = self.services.limits
-            if len(sm.queue) > limits.sm_max_queue or sm.queued_bytes > limits.max_output_buffer:
-                self._unacknowledged_overflow(sm)
+            if not self._keep_unacknowledged(sm, texts, sum(map(len, texts))):
                 return
-            if not self._ack_requested:
-                self._ack_requested = True
-                asyncio.get_running_loop().call_soon(self._request_ack)
         if self._closed:
             return
         counter = _OUT_COUNTERS.get(kind)
@@ -276,9 +277,7 @@ class ClientConnection:
             text = "".join(texts)
             stream.send_text(text)
             self._unflushed += len(text)
-        if not self._flush_pending:
-            self._flush_pending = True
-            self._loop.call_soon(self._flush_queued)
+        self._flush_at_end_of_turn()
 
     def _flush_queued(self) -> None:
         self._flush_pending = False
