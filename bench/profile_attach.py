@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.profile_inprocess import MUC, ROOM, Client
+from bench.profile_inprocess import MUC, ROOM, Client, run_on_uvloop
 from minimix.app import Server
 from minimix.config import from_dict
 
@@ -118,14 +118,7 @@ def main() -> int:
         help="every sample attaches another client of the same account (a client coming back)",
     )
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
-        print(runner.run(run(args)))
+    print(run_on_uvloop(run(args)))
     return 0
 
 

@@ -22,8 +22,9 @@ import pstats
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -245,6 +246,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await server.stop()
 
 
+T = TypeVar("T")
+
+
+def run_on_uvloop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on uvloop's event loop, as the server does (asyncio's own without it)."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(coro)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="50x3", help="AxD: accounts x clients each")
@@ -255,14 +271,7 @@ def main() -> int:
     parser.add_argument("--archive", action="store_true")
     parser.add_argument("--cprofile", type=int, default=0, help="print the top N functions")
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
-        print(runner.run(run(args)))
+    print(run_on_uvloop(run(args)))
     return 0
 
 
