@@ -338,6 +338,7 @@ class Server:
             if isinstance(component, ComponentConnection):
                 component.close(StreamError("system-shutdown"))
         await asyncio.sleep(0.05)
+        self.services.output.stop()
         self.db.close()
         self.stopped.set()
 

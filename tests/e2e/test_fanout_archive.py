@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from minimix.protocol.xml import parse_element
 from minimix.storage.archive import ArchiveRow, SharedRow
 from minimix.storage.database import StorageError
 from tests.e2e.account_join_helpers import mam_query, stanza_ids
@@ -96,3 +97,58 @@ async def test_what_could_not_be_stored_is_not_delivered(
         await ra.take(lambda el: body(el) == "stored again")
         await ro.take(lambda el: body(el) == "stored again")
         await close(owner, ann)
+
+
+async def test_what_is_not_stored_waits_behind_what_is_being_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chat state (delivered, never archived) sent right after a message reaches every client
+    after that message, and waits for no transaction of its own."""
+    async with running_server(tmp_path) as srv:
+        owner, ro = await muc_client(srv, "owner", "desk")
+        await create(owner, ro, ROOM, "owner")
+        ann, ra = await muc_client(srv, "ann", "phone")
+        await join(ann, ra, ROOM, "ann")
+        ann2, ra2 = await muc_client(srv, "ann", "laptop")
+        await join(ann2, ra2, ROOM, "ann")
+        archive = srv.server.archive
+        store_rows = archive.store_rows
+        stored: list[int] = []
+
+        def counting(rows: Sequence[ArchiveRow | SharedRow]) -> None:
+            stored.append(len(rows))
+            store_rows(rows)
+
+        monkeypatch.setattr(archive, "store_rows", counting)
+        send_groupchat(owner, ROOM, "warm up")
+        for rec in (ra, ra2, ro):
+            await rec.take(lambda el: body(el) == "warm up")
+        stored.clear()
+        # The room's reflections of a message and of a chat state, handed to account-join in
+        # one loop turn (as a busy room does): the chat state waits behind the message.
+        room = f"{ROOM}/owner"
+        said = parse_element(
+            f"<message xmlns='jabber:client' from='{room}' type='groupchat' id='c1'>"
+            f"<body>said</body><stanza-id xmlns='urn:xmpp:sid:0' by='{ROOM}' id='r-c1'/>"
+            "</message>"
+        )
+        paused = parse_element(
+            f"<message xmlns='jabber:client' from='{room}' type='groupchat' id='c2'>"
+            "<paused xmlns='http://jabber.org/protocol/chatstates'/>"
+            f"<stanza-id xmlns='urn:xmpp:sid:0' by='{ROOM}' id='r-c2'/></message>"
+        )
+        account_join = srv.server.account_join
+        assert account_join.room_copies(said, ["ann@localhost"], None) == []
+        assert account_join.room_copies(paused, ["ann@localhost"], None) == []
+        assert stored == []  # nothing stored yet, nothing delivered: both wait for the turn's end
+        for rec in (ra, ra2):
+            got = await rec.take_until(
+                lambda el: el.get("id") == "c2", only=lambda el: el.tag.endswith("message")
+            )
+            ids = [el.get("id") for el in got if el.get("id") in ("c1", "c2")]
+            assert ids == ["c1", "c2"], ids
+        assert stored and all(n >= 1 for n in stored)
+        db = archive.store.db
+        assert db.fetchall("SELECT 1 FROM archive WHERE stanza LIKE '%paused%'") == []
+        assert db.fetchall("SELECT 1 FROM archive WHERE archive='' AND stanza LIKE '%said%'")
+        await close(owner, ann, ann2)

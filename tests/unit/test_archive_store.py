@@ -282,7 +282,7 @@ def test_references_are_written_in_batches_and_before_any_read(plain: ArchiveSto
     assert rows_in_tables(plain) == (1, 0)  # listed in the row, not written yet
     assert plain.query(B, ArchiveQuery()).count == 1
     assert rows_in_tables(plain) == (1, 2)
-    listed = plain.db.fetchone("SELECT COUNT(*) FROM archive WHERE archives IS NOT NULL")
+    listed = plain.db.fetchone("SELECT COUNT(*) FROM archive_pending")
     assert listed == (0,)
     plain.append_many([shared(new_archive_id(), str(i), A) for i in range(_REFS_BATCH)])
     assert rows_in_tables(plain) == (_REFS_BATCH + 1, _REFS_BATCH + 2)  # a batch: written

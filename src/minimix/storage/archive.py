@@ -15,8 +15,9 @@ stanza in the table and an entry in each of four indexes. An account's archive i
 and the rows it references, in one order (``seq``); every query reads both alike.
 
 References are written in batches (every :data:`_REFS_BATCH` shared rows, and before anything
-reads or deletes): a shared row lists its archives until then, in the same transaction that
-stores it, so a stored message has its references even after a crash. Each account's
+reads or deletes): until then the archives a shared row was stored for are listed in
+``archive_pending``, written in the same transaction as the row, so a stored message has its
+references even after a crash (they are written at the next start). Each account's
 references land in a page of their own: written for many messages at once, that page is
 written once instead of once per transaction.
 """
@@ -30,7 +31,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from minimix.protocol.xml import escape_attr
 from minimix.storage.database import Database, Row
@@ -171,17 +172,21 @@ _INSERT = (
     "INSERT OR IGNORE INTO archive (archive, id, with_jid, with_full, stamp, kind, stanza, "
     "room_stanza_id) VALUES (?,?,?,?,?,?,?,?)"
 )
-_INSERT_SHARED = (
-    "INSERT OR IGNORE INTO archive (archive, id, with_jid, with_full, stamp, kind, stanza, "
-    "room_stanza_id, archives) VALUES ('',?,?,'',?,?,?,?,?)"
-)
-# The references that shared rows list (a JSON array of archives), written; then the lists go.
+# Shared rows in one statement, through the view of migration 0023: a JSON array of [id,
+# with_jid, stamp, kind, stanza, room_stanza_id, archives], stored in its order, each listed
+# for its archives in archive_pending. Outside a transaction, that statement is one.
+_INSERT_SHARED_BATCH = "INSERT INTO archive_shared_batch (batch) VALUES (?)"
+# The references that shared rows are listed for (a JSON array of archives), written; then the
+# lists go.
 _WRITE_REFS = (
-    "INSERT OR IGNORE INTO archive_refs (archive, seq) SELECT j.value, a.seq "
-    "FROM archive a, json_each(a.archives) j WHERE a.archives IS NOT NULL"
+    "INSERT OR IGNORE INTO archive_refs (archive, seq) SELECT j.value, p.seq "
+    "FROM archive_pending p, json_each(p.archives) j"
 )
-_REFS_WRITTEN = "UPDATE archive SET archives = NULL WHERE archives IS NOT NULL"
-_REFS_BATCH = 64  # shared rows stored before their references are written
+_REFS_WRITTEN = "DELETE FROM archive_pending"
+# Shared rows stored before their references are written: each account's references go into a
+# page of their own, written once per batch (about 50 pages for a 50-account room, whatever
+# the batch size), so the larger the batch the fewer pages per reference.
+_REFS_BATCH = 256
 # A shared row nobody references any more goes (the archives that held it were deleted).
 _DROP_UNREFERENCED = (
     "DELETE FROM archive WHERE seq=? AND archive='' "
@@ -207,6 +212,16 @@ def _values(r: ArchiveRow) -> tuple[Any, ...]:
         r.kind,
         r.stanza,
         r.room_stanza_id,
+    )
+
+
+def _batch(rows: Sequence[SharedRow]) -> str:
+    """Shared rows as the JSON array that ``_INSERT_SHARED_BATCH`` takes."""
+    return json.dumps(
+        [
+            [r.id, r.with_jid, round(r.stamp, 6), r.kind, r.stanza, r.room_stanza_id, r.archives]
+            for r in rows
+        ]
     )
 
 
@@ -239,7 +254,7 @@ class ArchiveStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         # Whatever a previous run left listed is written now (read first: no write otherwise).
-        if db.fetchone("SELECT 1 FROM archive WHERE archives IS NOT NULL LIMIT 1"):
+        if db.fetchone("SELECT 1 FROM archive_pending LIMIT 1"):
             db.unreferenced = max(db.unreferenced, 1)
             self._write_refs()
 
@@ -285,6 +300,8 @@ class ArchiveStore:
         the order given: each archive holds them in that order.
 
         A row whose id its archive holds already stores nothing, as with :meth:`append`.
+        Each run of consecutive shared rows is one statement; a batch of shared rows alone is
+        one statement and nothing more (its own transaction).
         """
         plain = [r for r in rows if isinstance(r, ArchiveRow)]
         if len(plain) == len(rows):
@@ -293,44 +310,50 @@ class ArchiveStore:
             elif plain:
                 self.db.executemany(_INSERT, [_values(r) for r in plain])
             return
-        shared = 0
-        with self.db.transaction() as db:
+        db = self.db
+        if not plain:
+            with db.lock:
+                if db.unreferenced + len(rows) < _REFS_BATCH:
+                    # One statement, one transaction (no BEGIN and COMMIT around it).
+                    db.execute(_INSERT_SHARED_BATCH, (_batch(cast(Sequence[SharedRow], rows)),))
+                    db.unreferenced += len(rows)
+                    return
+        with db.transaction():
             own: list[tuple[Any, ...]] = []
+            shared: list[SharedRow] = []
             for r in rows:
                 if isinstance(r, ArchiveRow):
+                    if shared:
+                        db.execute(_INSERT_SHARED_BATCH, (_batch(shared),))
+                        shared = []
                     own.append(_values(r))
                     continue
                 if own:
                     db.execute_rows(_INSERT, own)
                     own = []
-                shared += 1
-                db.execute(
-                    _INSERT_SHARED,
-                    (
-                        r.id,
-                        r.with_jid,
-                        round(r.stamp, 6),
-                        r.kind,
-                        r.stanza,
-                        r.room_stanza_id,
-                        json.dumps(r.archives),
-                    ),
-                )
+                shared.append(r)
+            if shared:
+                db.execute(_INSERT_SHARED_BATCH, (_batch(shared),))
             if own:
                 db.execute_rows(_INSERT, own)
-            if self.db.unreferenced + shared >= _REFS_BATCH:
+            # Counted under the database's lock, as the readers (which write what is
+            # counted first) count it.
+            count = len(rows) - len(plain)
+            if db.unreferenced + count >= _REFS_BATCH:
                 db.execute(_WRITE_REFS)
                 db.execute(_REFS_WRITTEN)
-                shared = -self.db.unreferenced
-        self.db.unreferenced += shared
+                db.unreferenced = 0
+            else:
+                db.unreferenced += count
 
     def _write_refs(self) -> None:
         """Write the references shared rows list (before the archives are read or changed)."""
         if self.db.unreferenced:
             with self.db.transaction() as db:
-                db.execute(_WRITE_REFS)
-                db.execute(_REFS_WRITTEN)
-            self.db.unreferenced = 0
+                if db.unreferenced:
+                    db.execute(_WRITE_REFS)
+                    db.execute(_REFS_WRITTEN)
+                    db.unreferenced = 0
 
     def get(self, archive: str, stanza_id: str) -> ArchivedMessage | None:
         self._write_refs()

@@ -158,6 +158,12 @@ class Database:
                 raise StorageError.wrap(exc) from exc
             return tuple(row) if row is not None else None
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by every call; hold it across calls that must not interleave with another
+        thread's (the CLI's, say)."""
+        return self._lock
+
     def transaction(self) -> _Transaction:
         return _Transaction(self)
 

@@ -81,7 +81,6 @@ _PRESENCE = "{jabber:client}presence"
 # Serialized presences kept: half for those used more than once, half for those used once so
 # far; the older half of either goes when it is full.
 _PRESENCE_CACHE = 8192
-_COMMIT_INTERVAL = 0.01  # seconds between archive transactions under load
 # A serialized presence: its attributes but ``to``, its text, and the stanza prepared.
 _CachedPresence = tuple[dict[str, str], str | None, Prepared]
 # What a client attaching to an (account, room) was sent: the presences and their serializations.
@@ -192,7 +191,6 @@ class AccountJoin(Extension):
         self._waiting_rows: list[tuple[Prepared, tuple[JID, ...]]] = []
         self._pending_ids: set[tuple[JID, str]] = set()
         self._commit_scheduled = False
-        self._last_commit = -math.inf
         self._worth: tuple[tuple[Element, ...], bool] | None = None  # the last room message's
         # Presences sent to clients, serialized, by their children: those used more than once,
         # and those used once so far (see _prepared_presence).
@@ -372,7 +370,7 @@ class AccountJoin(Extension):
         if isinstance(a, Progress):
             self._progress[key] = (a.room_stanza_id, a.stamp)
             return
-        if self._rows and not isinstance(a, _QUIET_ACTIONS):
+        if self._archiving() and not isinstance(a, _QUIET_ACTIONS):
             self.store_pending()  # what waits to be stored reaches clients before this
         if isinstance(a, ToRoom):
             self._to_room(key, a.stanza)
@@ -452,12 +450,17 @@ class AccountJoin(Extension):
         to a big room is sent every one of them, and each attaching client again."""
         if stanza.tag == _PRESENCE:
             self._deliver(self._prepared_presence(stanza), clients)
-        elif stanza is self._sharing:
+        else:
+            self._deliver(self._prepared_message(stanza), clients)
+
+    def _prepared_message(self, stanza: Element) -> Prepared:
+        """``stanza`` serialized: once for every account's copy of the room message being
+        handed out, if it is that one."""
+        if stanza is self._sharing:
             if self._shared is None:
                 self._shared = Prepared(stanza)
-            self._deliver(self._shared, clients)
-        else:
-            self._deliver(Prepared(stanza), clients)
+            return self._shared
+        return Prepared(stanza)
 
     def _send_presences(self, key: Key, client: JID, presences: tuple[Element, ...]) -> None:
         """The occupants' presences for one attaching client, written in one go: each
@@ -570,46 +573,53 @@ class AccountJoin(Extension):
                 self._rows, account, a.stanza, room, stamp=a.stamp, room_stanza_id=sid
             )
         if prepared is None:
-            if self._rows:
-                self.store_pending()
             if a.clients:
-                self._fan_out(a.stanza, a.clients)
+                if self._archiving():  # after the group chat on its way into the archive
+                    self._waiting_rows.append((self._prepared_message(a.stanza), a.clients))
+                    self._schedule_submit()
+                else:
+                    self._fan_out(a.stanza, a.clients)
             return
         if sid is not None:
             self._pending_ids.add((account, sid))
         self._waiting_rows.append((prepared, a.clients))
+        self._schedule_submit()
+
+    def _archiving(self) -> bool:
+        """Whether group chat is on its way into the archive (what a client is sent next
+        goes after it)."""
+        return bool(self._waiting_rows)
+
+    def _schedule_submit(self) -> None:
+        # At the end of this loop turn: every account's row of the room messages handled in
+        # the turn, in one transaction, then their deliveries.
         if not self._commit_scheduled:
             self._commit_scheduled = True
-            loop = asyncio.get_running_loop()
-            # Every account's rows land in pages of their own in each index: a transaction
-            # costs about the same for one room message as for ten. Under load, transactions
-            # are at least _COMMIT_INTERVAL apart and take in what arrived meanwhile; a message
-            # arriving after a quiet spell is stored (and delivered) at once.
-            wait = self._last_commit + _COMMIT_INTERVAL - time.monotonic()
-            if wait > 0:
-                loop.call_later(wait, self.store_pending)
-            else:
-                loop.call_soon(self.store_pending)
+            asyncio.get_running_loop().call_soon(self._store_now)
+
+    def _store_now(self) -> None:
+        self._commit_scheduled = False
+        self.store_pending()
 
     def store_pending(self) -> None:
-        """Store the group chat archived since the last call in one transaction, then deliver
-        each message to its clients: nothing reaches a client before it is stored. Runs soon
-        after a message is archived (under load, ``_COMMIT_INTERVAL`` after the last run), and
-        before anything else account-join sends to a client or reads from the archive, so the
-        order of delivery is kept."""
-        self._commit_scheduled = False
+        """Store the group chat archived so far in one transaction, then deliver each message
+        to its clients, in order: nothing reaches a client before it is stored. Runs at the
+        end of the loop turn a message was archived in, and before anything else account-join
+        sends to a client or reads from the archive, so the order of delivery is kept and the
+        archive holds what was delivered."""
         rows, waiting = self._rows, self._waiting_rows
-        if not rows:
+        if not waiting:
             return
-        self._rows, self._waiting_rows = [], []
-        self._pending_ids.clear()
-        self._last_commit = time.monotonic()
-        assert self.archive is not None
-        try:
-            self.archive.store_rows(rows)
-        except Exception:
-            log.exception("%d group chat messages could not be archived or delivered", len(rows))
-            return
+        self._rows, self._waiting_rows, self._pending_ids = [], [], set()
+        if rows:
+            assert self.archive is not None
+            try:
+                self.archive.store_rows(rows)
+            except Exception:
+                log.exception(
+                    "%d group chat messages could not be archived or delivered", len(rows)
+                )
+                return
         for prepared, clients in waiting:
             if clients:
                 self._deliver(prepared, clients)

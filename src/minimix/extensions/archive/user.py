@@ -251,21 +251,31 @@ class UserArchive(Extension):
             account, room
         ):
             return None
-        kids = tuple(stanza)
-        attrs = dict(stanza.attrib)
-        attrs.pop("to", None)
-        key = (kids, attrs, stamp, room_stanza_id, room, stanza.tag, stanza.text)
         memo = self._shared
-        if memo is None or memo.key != key or not pending or pending[-1] is not memo.row:
-            memo = self._share(stanza, key)
+        if (
+            memo is None
+            or memo.source is not stanza  # the next account's copy is most often the same one
+            or memo.key[2] != stamp
+            or memo.key[3] != room_stanza_id
+            or (memo.key[4] is not room and memo.key[4] != room)
+            or not pending
+            or pending[-1] is not memo.row
+        ):
+            attrs = dict(stanza.attrib)
+            attrs.pop("to", None)
+            key = (tuple(stanza), attrs, stamp, room_stanza_id, room, stanza.tag, stanza.text)
+            if memo is None or memo.key != key or not pending or pending[-1] is not memo.row:
+                memo = self._share(stanza, key)
+                if memo is not None:
+                    pending.append(memo.row)
             if memo is not None:
-                pending.append(memo.row)
+                memo.source = stanza
         if memo is None or by in memo.claimed:
             return self._own_row(pending, account, stanza, room, stamp, room_stanza_id)
         # copy_shallow(stanza), with our stanza-id
         out = Element(stanza.tag, stanza.attrib)
         out.text = stanza.text
-        out.extend(kids)
+        out.extend(stanza)
         SubElement(out, STANZA_ID, {"by": by, "id": memo.row.id})
         memo.row.archives.append(by)
         return memo.prepared.replaced(out, ACCOUNT_MARK, escape_attr(by))
@@ -460,6 +470,7 @@ class _SharedCopy:
     prepared: Prepared  # the copy with ACCOUNT_MARK for the account
     key: _CopyKey
     claimed: frozenset[str]  # the `by` of the stanza-ids it carries
+    source: Element | None = None  # the last copy found to match ``key``
 
 
 def prefs_element(prefs: ArchivePrefs) -> Element:
