@@ -69,6 +69,7 @@ class Profile:
     pairs_max_messages: int = 300_000
     archive_size: tuple[int, int] = (50, 3)
     archive_seconds: float = 8.0
+    archive_rounds: int = 3  # off then on, this many times, each on fresh instances
     scenario_timeout: float = 600.0
     global_timeout: float = 3600.0
     step_timeout: float = 60.0
@@ -91,6 +92,7 @@ PROFILES: dict[str, Profile] = {
         pairs_seconds=3.0,
         archive_size=(20, 2),
         archive_seconds=3.0,
+        archive_rounds=1,
         scenario_timeout=180.0,
         global_timeout=900.0,
         settle_timeout=60.0,
@@ -284,7 +286,8 @@ def run_server(
 def _isolated_results(entry: Json) -> list[Any]:
     scenarios = entry["scenarios"]
     archive = scenarios.get("archive", {})
-    return [scenarios.get("idle"), archive.get("archive_off"), archive.get("archive_on")]
+    runs = [p.get(k) for p in archive.get("rounds", []) for k in ("archive_off", "archive_on")]
+    return [scenarios.get("idle"), *runs]
 
 
 def run_isolated(
@@ -358,21 +361,47 @@ def _run_step(
 def run_archive(
     name: str, profile: Profile, base: Path, deadline: Deadline, log: Callable[[str], None]
 ) -> Json:
-    """Group fan-out with the archive off and on, each on a fresh server instance."""
+    """Group fan-out with the archive off and on, each on a fresh server instance.
+
+    Off then on, ``profile.archive_rounds`` times: the machine's speed drifts between runs (by
+    a third on a shared virtual machine), and pairs run one after the other drift least. The
+    ratios reported are the medians of the pairs' ratios; ``archive_off`` and ``archive_on``
+    are the pair whose throughput ratio is that median, and ``rounds`` holds every pair.
+    """
     accounts, devices = profile.archive_size
     result: Json = {"accounts": accounts, "devices": devices}
     call = _fanout_call(profile, accounts, devices, False, profile.archive_seconds)
-    for archive in (False, True):
-        label = "archive_on" if archive else "archive_off"
-        result[label] = run_isolated(name, label, call, profile, base, deadline, log, archive)
-    for key, metric in (
-        ("cpu_ratio_on_off", "server_cpu_s_per_1k_deliveries"),
-        ("throughput_ratio_on_off", "deliveries_per_s"),
-    ):
-        off = _dig(result, f"archive_off.closed_loop.{metric}")
-        on = _dig(result, f"archive_on.closed_loop.{metric}")
-        numbers = isinstance(on, (int, float)) and isinstance(off, (int, float))
-        result[key] = round(on / off, 3) if numbers and off else None
+    rounds: list[Json] = []
+    for index in range(max(1, profile.archive_rounds)):
+        pair: Json = {}
+        for archive in (False, True):
+            label = "archive_on" if archive else "archive_off"
+            tag = label if profile.archive_rounds <= 1 else f"{label} (round {index + 1})"
+            pair[label] = run_isolated(name, tag, call, profile, base, deadline, log, archive)
+        for key, metric in (
+            ("cpu_ratio_on_off", "server_cpu_s_per_1k_deliveries"),
+            ("throughput_ratio_on_off", "deliveries_per_s"),
+        ):
+            off = _dig(pair, f"archive_off.closed_loop.{metric}")
+            on = _dig(pair, f"archive_on.closed_loop.{metric}")
+            numbers = isinstance(on, (int, float)) and isinstance(off, (int, float))
+            pair[key] = round(on / off, 3) if numbers and off else None
+        rounds.append(pair)
+    measured = [p for p in rounds if p["throughput_ratio_on_off"] is not None]
+    chosen = rounds[0]
+    if measured:
+        measured.sort(key=lambda p: p["throughput_ratio_on_off"])
+        chosen = measured[(len(measured) - 1) // 2]
+        cpu = sorted(p["cpu_ratio_on_off"] for p in measured if p["cpu_ratio_on_off"])
+        result["cpu_ratio_on_off"] = cpu[(len(cpu) - 1) // 2] if cpu else None
+        result["throughput_ratio_on_off"] = chosen["throughput_ratio_on_off"]
+    else:
+        result["cpu_ratio_on_off"] = result["throughput_ratio_on_off"] = None
+    result["archive_off"] = chosen["archive_off"]
+    result["archive_on"] = chosen["archive_on"]
+    result["throughput_ratios"] = [p["throughput_ratio_on_off"] for p in rounds]
+    result["cpu_ratios"] = [p["cpu_ratio_on_off"] for p in rounds]
+    result["rounds"] = rounds
     return result
 
 
@@ -586,7 +615,10 @@ def delivery_failures(results: Json) -> list[str]:
             parts = [(key, scenario)]
             if key == "archive":
                 parts = [
-                    (f"archive.{k}", v) for k, v in scenario.items() if k.startswith("archive_")
+                    (f"archive.round{i + 1}.{k}", v)
+                    for i, pair in enumerate(scenario.get("rounds", []))
+                    for k, v in pair.items()
+                    if k.startswith("archive_")
                 ]
             for label, part in parts:
                 if not isinstance(part, dict):
