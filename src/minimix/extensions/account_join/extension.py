@@ -191,7 +191,8 @@ class AccountJoin(Extension):
         self._waiting_rows: list[tuple[Prepared, tuple[JID, ...]]] = []
         self._pending_ids: set[tuple[JID, str]] = set()
         self._commit_scheduled = False
-        self._worth: tuple[tuple[Element, ...], bool] | None = None  # the last room message's
+        # The last room message looked at: the copy, its children, whether it is worth storing.
+        self._worth: tuple[Element, tuple[Element, ...], bool] | None = None
         # Presences sent to clients, serialized, by their children: those used more than once,
         # and those used once so far (see _prepared_presence).
         self._presences: dict[tuple[Element, ...], _CachedPresence] = {}
@@ -334,7 +335,6 @@ class AccountJoin(Extension):
         """One input for (account, room), from the machine's step to the last action carried
         out, without yielding to the event loop: the inputs of one (account, room) never
         interleave, and what has to wait (routing to the room) goes through its outbox."""
-        key = (account, room)
         occ = self.registry.get(account, room)
         if occ is None:
             if create is None:
@@ -346,11 +346,21 @@ class AccountJoin(Extension):
                 last = self.archive_store.last_room_stanza(str(account), str(room))
                 if last is not None:
                     occ.last_room_stanza_id, occ.last_stamp = last
+        return self._step_on(account, room, occ, step)
+
+    def _step_on(
+        self,
+        account: JID,
+        room: JID,
+        occ: Occupancy,
+        step: Callable[[Occupancy], list[Action] | None],
+    ) -> bool:
+        """:meth:`_step` on the occupancy of (account, room), found already."""
         actions = step(occ)
         if actions is None:
             self.registry.discard_if_done(account, room)
             return False
-        self._apply(key, occ, actions)
+        self._apply((account, room), occ, actions)
         self.registry.discard_if_done(account, room)
         return True
 
@@ -627,12 +637,15 @@ class AccountJoin(Extension):
     def _worth_storing(self, stanza: Element) -> bool:
         """:func:`worth_storing` for group chat, worked out once per room message (every
         account's copy shares the room's children)."""
-        kids = tuple(stanza)
         memo = self._worth
-        if memo is not None and memo[0] == kids:  # elements compare by identity
-            return memo[1]
+        if memo is not None and memo[0] is stanza:  # the same copy as the last account's
+            return memo[2]
+        kids = tuple(stanza)
+        if memo is not None and memo[1] == kids:  # elements compare by identity
+            self._worth = (stanza, kids, memo[2])
+            return memo[2]
         worth = worth_storing(copy_shallow(stanza, type="chat"))
-        self._worth = (kids, worth)
+        self._worth = (stanza, kids, worth)
         return worth
 
     def _may_be_archived(self, key: Key, a: ArchiveGroupchat) -> bool:
@@ -904,19 +917,24 @@ class AccountJoin(Extension):
         domain = self.domain
         left: list[str] = []
         self._sharing = stanza
+
+        def step(o: Occupancy) -> list[Action] | None:
+            return o.room_message(stanza)
+
         try:
             for to in recipients:
                 account = try_parse(to)
-                if (
-                    account is None
-                    or account.resource
-                    or account.domain != domain
-                    or get(account, room) is None
-                ):
+                occ = (
+                    None
+                    if account is None or account.resource or account.domain != domain
+                    else get(account, room)
+                )
+                if occ is None:
                     left.append(to)
                     continue
+                assert account is not None
                 try:
-                    self._step(account, room, lambda o: o.room_message(stanza))
+                    self._step_on(account, room, occ, step)
                 except Exception:
                     log.exception("account-join failed on a message from %s", room)
         finally:
