@@ -297,3 +297,27 @@ def test_references_listed_at_a_crash_are_written_at_the_next_start(tmp_path: Pa
     again = ArchiveStore(Database(path))
     assert rows_in_tables(again) == (1, 2)
     assert [m.id for m in again.query(A, ArchiveQuery()).items] == [sid]
+
+
+def test_lists_left_in_rows_by_an_older_version_are_moved_and_written(tmp_path: Path) -> None:
+    """Migration 0023: the archives a shared row listed in its own column (before) are moved
+    to archive_pending, and their references are written at start."""
+    path = tmp_path / "archive.sqlite3"
+    db = Database(path)
+    db.execute("DROP TRIGGER archive_shared_batch_insert")
+    db.execute("DROP VIEW archive_shared_batch")
+    db.execute("DROP TABLE archive_pending")
+    db.execute("DELETE FROM schema_migrations WHERE version = 23")
+    db.execute("CREATE INDEX archive_unreferenced ON archive (seq) WHERE archives IS NOT NULL")
+    sid = new_archive_id()
+    db.execute(
+        "INSERT INTO archive (archive, id, with_jid, with_full, stamp, kind, stanza, archives) "
+        "VALUES ('', ?, 'room@muc.example.org', '', ?, 'groupchat', '<message/>', ?)",
+        (sid, time.time(), f'["{A}", "{B}"]'),
+    )
+    db.close()
+    store = ArchiveStore(Database(path))
+    assert rows_in_tables(store) == (1, 2)
+    assert store.db.fetchone("SELECT COUNT(*) FROM archive WHERE archives IS NOT NULL") == (0,)
+    for archive in (A, B):
+        assert [m.id for m in store.query(archive, ArchiveQuery()).items] == [sid]
