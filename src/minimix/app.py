@@ -274,6 +274,7 @@ class Server:
     async def start(self) -> None:
         c = self.config
         self._tls()
+        self.db.checkpoint_in_background()
         for ext in self.extensions:
             await ext.start()
         loop = asyncio.get_running_loop()

@@ -180,7 +180,7 @@ _INSERT_SHARED_BATCH = "INSERT INTO archive_shared_batch (batch) VALUES (?)"
 # lists go.
 _WRITE_REFS = (
     "INSERT OR IGNORE INTO archive_refs (archive, seq) SELECT j.value, p.seq "
-    "FROM archive_pending p, json_each(p.archives) j"
+    "FROM archive_pending p, json_each(p.archives) j ORDER BY 1, 2"
 )
 _REFS_WRITTEN = "DELETE FROM archive_pending"
 # Shared rows stored before their references are written: each account's references go into a

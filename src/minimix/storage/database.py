@@ -64,6 +64,8 @@ class Database:
         # Shared archive rows stored since their references were last written (see
         # ArchiveStore): every store of this database counts them here.
         self.unreferenced = 0
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoints_stop = threading.Event()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
@@ -167,8 +169,53 @@ class Database:
     def transaction(self) -> _Transaction:
         return _Transaction(self)
 
-    def close(self) -> None:
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_in_background(self, interval: float = 1.0) -> None:
+        """Copy the write-ahead log into the database file from a thread of its own, every
+        ``interval`` seconds, instead of inside whichever commit crosses 1,000 pages of log:
+        the copy and the disk sync it ends with then no longer hold up the thread that writes
+        (the server's event loop). A passive checkpoint on a second connection: writers carry
+        on meanwhile; the log starts over once a checkpoint has copied all of it."""
+        if self.path == ":memory:" or self._checkpointer is not None:
+            return
         with self._lock:
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpoints_stop.clear()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_forever, args=(interval,), name="checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_forever(self, interval: float) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            log.exception("the checkpoint thread could not open the database")
+            with self._lock:  # the server's connection checkpoints as it did before
+                self._conn.execute("PRAGMA wal_autocheckpoint=1000")
+            return
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            while not self._checkpoints_stop.wait(interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint failed (tried again later): %s", exc)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        thread = self._checkpointer
+        if thread is not None:
+            self._checkpoints_stop.set()
+            thread.join()
+            self._checkpointer = None
+        with self._lock:
+            if thread is not None:
+                try:  # what the log holds goes into the file before the server stops
+                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("final checkpoint failed: %s", exc)
             self._conn.close()
 
 

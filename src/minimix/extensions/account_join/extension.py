@@ -638,8 +638,8 @@ class AccountJoin(Extension):
         """:func:`worth_storing` for group chat, worked out once per room message (every
         account's copy shares the room's children)."""
         memo = self._worth
-        if memo is not None and memo[0] is stanza:  # the same copy as the last account's
-            return memo[2]
+        if memo is not None and memo[0] is stanza and len(stanza) == len(memo[1]):
+            return memo[2]  # the same copy as the last account's
         kids = tuple(stanza)
         if memo is not None and memo[1] == kids:  # elements compare by identity
             self._worth = (stanza, kids, memo[2])

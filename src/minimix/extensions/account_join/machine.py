@@ -87,8 +87,8 @@ class _FactsMemo:
 
     def of(self, message: Element) -> MessageFacts:
         facts = self._facts
-        if message is self._message and facts is not None:  # the same copy, asked again
-            return facts
+        if message is self._message and facts is not None and len(message) == len(self._kids):
+            return facts  # the same copy, asked again
         kids = tuple(message)
         if facts is not None and kids == self._kids:  # elements compare by identity
             self._message = message

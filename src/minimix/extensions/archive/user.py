@@ -255,6 +255,7 @@ class UserArchive(Extension):
         if (
             memo is None
             or memo.source is not stanza  # the next account's copy is most often the same one
+            or len(stanza) != len(memo.key[0])
             or memo.key[2] != stamp
             or memo.key[3] != room_stanza_id
             or (memo.key[4] is not room and memo.key[4] != room)
