@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from minimix.core import c2s
 from minimix.core.c2s import Output
 
@@ -45,17 +47,30 @@ async def test_a_busy_server_writes_each_connection_once_at_the_end_of_the_turn(
     output.stop()
 
 
-async def test_the_load_is_sampled_while_writing_and_no_longer_when_idle() -> None:
+async def test_the_load_is_sampled_while_writing_and_no_longer_when_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpu = [0.0]  # the thread's CPU seconds, as the test says they are
+
+    class FakeTime:
+        @staticmethod
+        def thread_time() -> float:
+            return cpu[0]
+
+    monkeypatch.setattr(c2s, "time", FakeTime)
+    loop = asyncio.get_running_loop()
     output = Output()
     output.queue(FakeConnection([], 0))  # type: ignore[arg-type]
-    spin_until = asyncio.get_running_loop().time() + 2.5 * c2s._LOAD_INTERVAL
-    while asyncio.get_running_loop().time() < spin_until:  # a busy thread
-        pass
-    await asyncio.sleep(0.01)
+    assert output._timer is not None  # writing starts the sampling
+    # The last second (as if the sample were taken a second ago): 0.9 s on the CPU, busy.
+    output._cpu, output._wall = 0.0, loop.time() - 1.0
+    cpu[0] = 0.9
+    output._sample()
     assert output.busy
-    await asyncio.sleep(
-        8 * c2s._LOAD_INTERVAL
-    )  # idle: the server is quiet again, and sampling stops
+    assert output._timer is not None
+    # Nothing on the CPU since: quiet, and sampling stops until the next write.
+    output._wall = loop.time() - 1.0
+    output._sample()
     assert not output.busy
     assert output._timer is None
     output.stop()
