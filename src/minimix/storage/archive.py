@@ -311,40 +311,38 @@ class ArchiveStore:
                 self.db.executemany(_INSERT, [_values(r) for r in plain])
             return
         db = self.db
-        if not plain:
-            with db.lock:
-                if db.unreferenced + len(rows) < _REFS_BATCH:
-                    # One statement, one transaction (no BEGIN and COMMIT around it).
-                    db.execute(_INSERT_SHARED_BATCH, (_batch(cast(Sequence[SharedRow], rows)),))
-                    db.unreferenced += len(rows)
-                    return
-        with db.transaction():
-            own: list[tuple[Any, ...]] = []
-            shared: list[SharedRow] = []
-            for r in rows:
-                if isinstance(r, ArchiveRow):
-                    if shared:
-                        db.execute(_INSERT_SHARED_BATCH, (_batch(shared),))
-                        shared = []
-                    own.append(_values(r))
-                    continue
+        count = len(rows) - len(plain)
+        with db.lock:  # the count of unreferenced rows and what it decides go together
+            refs_due = db.unreferenced + count >= _REFS_BATCH
+            if not plain and not refs_due:
+                # One statement, one transaction (no BEGIN and COMMIT around it).
+                db.execute(_INSERT_SHARED_BATCH, (_batch(cast(Sequence[SharedRow], rows)),))
+                db.unreferenced += count
+                return
+            with db.transaction():
+                own: list[tuple[Any, ...]] = []
+                shared: list[SharedRow] = []
+                for r in rows:
+                    if isinstance(r, ArchiveRow):
+                        if shared:
+                            db.execute(_INSERT_SHARED_BATCH, (_batch(shared),))
+                            shared = []
+                        own.append(_values(r))
+                        continue
+                    if own:
+                        db.execute_rows(_INSERT, own)
+                        own = []
+                    shared.append(r)
+                if shared:
+                    db.execute(_INSERT_SHARED_BATCH, (_batch(shared),))
                 if own:
                     db.execute_rows(_INSERT, own)
-                    own = []
-                shared.append(r)
-            if shared:
-                db.execute(_INSERT_SHARED_BATCH, (_batch(shared),))
-            if own:
-                db.execute_rows(_INSERT, own)
-            # Counted under the database's lock, as the readers (which write what is
-            # counted first) count it.
-            count = len(rows) - len(plain)
-            if db.unreferenced + count >= _REFS_BATCH:
-                db.execute(_WRITE_REFS)
-                db.execute(_REFS_WRITTEN)
-                db.unreferenced = 0
-            else:
-                db.unreferenced += count
+                if refs_due:
+                    db.execute(_WRITE_REFS)
+                    db.execute(_REFS_WRITTEN)
+                    db.unreferenced = 0
+                else:
+                    db.unreferenced += count
 
     def _write_refs(self) -> None:
         """Write the references shared rows list (before the archives are read or changed)."""

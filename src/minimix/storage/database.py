@@ -162,8 +162,8 @@ class Database:
 
     @property
     def lock(self) -> threading.RLock:
-        """Held by every call; hold it across calls that must not interleave with another
-        thread's (the CLI's, say)."""
+        """Held by every call; hold it across calls that belong together (a count read and
+        the statement it decides), so another thread's calls do not come in between."""
         return self._lock
 
     def transaction(self) -> _Transaction:

@@ -586,21 +586,21 @@ class AccountJoin(Extension):
             if a.clients:
                 if self._archiving():  # after the group chat on its way into the archive
                     self._waiting_rows.append((self._prepared_message(a.stanza), a.clients))
-                    self._schedule_submit()
+                    self._store_at_end_of_turn()
                 else:
                     self._fan_out(a.stanza, a.clients)
             return
         if sid is not None:
             self._pending_ids.add((account, sid))
         self._waiting_rows.append((prepared, a.clients))
-        self._schedule_submit()
+        self._store_at_end_of_turn()
 
     def _archiving(self) -> bool:
         """Whether group chat is on its way into the archive (what a client is sent next
         goes after it)."""
         return bool(self._waiting_rows)
 
-    def _schedule_submit(self) -> None:
+    def _store_at_end_of_turn(self) -> None:
         # At the end of this loop turn: every account's row of the room messages handled in
         # the turn, in one transaction, then their deliveries.
         if not self._commit_scheduled:
