@@ -63,13 +63,17 @@ async def test_one_transaction_for_every_account_and_delivery_after_it(
             mine_id = stanza_ids(got)[account]
             found = await mam_query(rec.client, rec, with_jid=ROOM)
             assert mine_id in {stanza_ids(el).get(account) for el in found}
-        # Stored once: one row, referenced by each of the three accounts.
+        # Stored once: one row, within a span of each of the three accounts.
         db = archive.store.db
         rows = db.fetchall("SELECT archive, seq FROM archive WHERE stanza LIKE '%kept for all%'")
         assert sorted(r[0] for r in rows) == ["", ROOM]  # shared, and the room's own archive
         seq = next(r[1] for r in rows if r[0] == "")
-        refs = db.fetchall("SELECT archive FROM archive_refs WHERE seq=?", (seq,))
-        assert sorted(r[0] for r in refs) == sorted(accounts)
+        holders = db.fetchall(
+            "SELECT archive FROM archive_spans WHERE with_jid=? AND first_seq <= ? "
+            "AND last_seq >= ?",
+            (ROOM, seq, seq),
+        )
+        assert sorted(r[0] for r in holders) == sorted(accounts)
         await close(*clients)
 
 

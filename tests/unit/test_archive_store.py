@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from minimix.storage.archive import (
-    _REFS_BATCH,
     ACCOUNT_MARK,
     ArchivePrefs,
     ArchiveQuery,
@@ -25,6 +24,7 @@ from minimix.storage.database import Database
 
 A = "alice@example.org"
 B = "bob@example.org"
+C = "carol@example.org"
 ROOM = "room@conference.example.org"
 
 
@@ -252,9 +252,24 @@ def test_own_and_shared_rows_keep_the_order_they_were_stored_in(plain: ArchiveSt
 
 def rows_in_tables(store: ArchiveStore) -> tuple[int, int]:
     archive = store.db.fetchone("SELECT COUNT(*) FROM archive")
-    refs = store.db.fetchone("SELECT COUNT(*) FROM archive_refs")
-    assert archive is not None and refs is not None
-    return int(archive[0]), int(refs[0])
+    spans = store.db.fetchone("SELECT COUNT(*) FROM archive_spans")
+    assert archive is not None and spans is not None
+    return int(archive[0]), int(spans[0])
+
+
+def spans_of(store: ArchiveStore, archive: str) -> list[tuple[int, int]]:
+    rows = store.db.fetchall(
+        "SELECT first_seq, last_seq FROM archive_spans WHERE archive=? ORDER BY first_seq",
+        (archive,),
+    )
+    return [(int(r[0]), int(r[1])) for r in rows]
+
+
+def seqs(store: ArchiveStore) -> list[int]:
+    return [int(r[0]) for r in store.db.fetchall("SELECT seq FROM archive ORDER BY seq")]
+
+
+OPEN = (1 << 63) - 1
 
 
 def test_a_shared_row_goes_with_the_last_archive_holding_it(plain: ArchiveStore) -> None:
@@ -271,53 +286,143 @@ def test_expiry_counts_each_archives_copy_of_a_shared_row(plain: ArchiveStore) -
     plain.append_many([shared(new_archive_id(), "old", A, B), shared(new_archive_id(), "x", A)])
     plain.append(A, B, "<message/>", "chat", stamp=5000.0)
     assert plain.expire(B, 2000.0) == 1
-    assert rows_in_tables(plain) == (3, 2)
+    assert plain.query(B, ArchiveQuery()).count == 0
+    assert plain.query(A, ArchiveQuery()).count == 3
+    assert rows_in_tables(plain) == (3, 1)  # the row stays for A; B holds nothing
     assert plain.expire(None, 2000.0) == 2
-    assert rows_in_tables(plain) == (1, 0)
+    assert rows_in_tables(plain) == (1, 1)  # A's span grows on, over nothing yet
     assert plain.query(A, ArchiveQuery()).count == 1
 
 
-def test_references_are_written_in_batches_and_before_any_read(plain: ArchiveStore) -> None:
-    plain.append_many([shared(new_archive_id(), "hi", A, B)])
-    assert rows_in_tables(plain) == (1, 0)  # listed in the row, not written yet
-    assert plain.query(B, ArchiveQuery()).count == 1
-    assert rows_in_tables(plain) == (1, 2)
-    listed = plain.db.fetchone("SELECT COUNT(*) FROM archive_pending")
-    assert listed == (0,)
-    plain.append_many([shared(new_archive_id(), str(i), A) for i in range(_REFS_BATCH)])
-    assert rows_in_tables(plain) == (_REFS_BATCH + 1, _REFS_BATCH + 2)  # a batch: written
+def test_expiring_one_archive_cuts_its_spans_around_the_old_rows(plain: ArchiveStore) -> None:
+    def at(stamp: float, *archives: str) -> SharedRow:
+        row = shared(new_archive_id(), str(stamp), *archives)
+        row.stamp = stamp
+        return row
+
+    rows = [at(1000, A, B), at(3000, A, B), at(1500, A, B), at(4000, A, B), at(1200, A, B)]
+    plain.append_many(rows)
+    assert plain.expire(A, 2000.0) == 3
+    assert [m.id for m in plain.query(A, ArchiveQuery()).items] == [rows[1].id, rows[3].id]
+    assert plain.query(B, ArchiveQuery()).count == 5  # B's copies are B's
+    s = seqs(plain)
+    assert spans_of(plain, A) == [(s[1], s[1]), (s[3], s[3]), (s[4] + 1, OPEN)]
+    plain.append_many([at(5000, A, B)])  # A's span grows on: A holds the next row
+    assert plain.query(A, ArchiveQuery()).count == 3
+    assert plain.expire(B, 2000.0) == 3
+    assert rows_in_tables(plain)[0] == 3  # nobody holds the three old rows any more
 
 
-def test_references_listed_at_a_crash_are_written_at_the_next_start(tmp_path: Path) -> None:
+def test_a_room_message_for_the_same_archives_adds_its_row_alone(plain: ArchiveStore) -> None:
+    first = [shared(new_archive_id(), str(i), A, B) for i in range(10)]
+    plain.append_many(first)
+    assert rows_in_tables(plain) == (10, 2)  # a span each, growing
+    plain.append_many([shared(new_archive_id(), "a only", A)])
+    assert rows_in_tables(plain) == (11, 2)  # B's span ends before it
+    back = [shared(new_archive_id(), str(i), A, B) for i in range(3)]
+    plain.append_many(back)
+    assert rows_in_tables(plain) == (14, 3)  # B's second stretch
+    everything = [r.id for r in first] + [plain.query(A, ArchiveQuery(max=20)).items[10].id]
+    everything += [r.id for r in back]
+    assert [m.id for m in plain.query(A, ArchiveQuery(max=20)).items] == everything
+    held_by_b = [r.id for r in first + back]
+    assert [m.id for m in plain.query(B, ArchiveQuery(max=20)).items] == held_by_b
+    page = plain.query(B, ArchiveQuery(max=5, before=""))
+    assert [m.id for m in page.items] == held_by_b[-5:] and page.first_index == 8
+    assert page.count == 13 and not page.complete
+
+
+def test_another_room_does_not_end_a_span(plain: ArchiveStore) -> None:
+    def other(body: str, *archives: str) -> SharedRow:
+        row = shared(new_archive_id(), body, *archives)
+        row.with_jid = "other@conference.example.org"
+        return row
+
+    rows = [shared(new_archive_id(), "1", A), other("2", B), shared(new_archive_id(), "3", A)]
+    plain.append_many(rows)
+    assert len(spans_of(plain, A)) == 1
+    assert [m.id for m in plain.query(A, ArchiveQuery()).items] == [rows[0].id, rows[2].id]
+    assert [m.id for m in plain.query(B, ArchiveQuery()).items] == [rows[1].id]
+    got = plain.query(A, ArchiveQuery(with_jid="other@conference.example.org"))
+    assert got.count == 0 and got.items == []
+
+
+def test_spans_are_read_again_after_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "archive.sqlite3"
     first = ArchiveStore(Database(path))
-    sid = new_archive_id()
-    first.append_many([shared(sid, "hi", A, B)])
-    first.db.close()  # as after a crash: nothing but the rows was written
+    one = shared(new_archive_id(), "hi", A, B)
+    first.append_many([one])
+    first.db.close()
     again = ArchiveStore(Database(path))
-    assert rows_in_tables(again) == (1, 2)
-    assert [m.id for m in again.query(A, ArchiveQuery()).items] == [sid]
+    two = shared(new_archive_id(), "again", A)
+    again.append_many([two])
+    assert rows_in_tables(again) == (2, 2)
+    assert [m.id for m in again.query(A, ArchiveQuery()).items] == [one.id, two.id]
+    assert [m.id for m in again.query(B, ArchiveQuery()).items] == [one.id]
 
 
-def test_lists_left_in_rows_by_an_older_version_are_moved_and_written(tmp_path: Path) -> None:
-    """Migration 0023: the archives a shared row listed in its own column (before) are moved
-    to archive_pending, and their references are written at start."""
+def test_many_spans_page_alike(plain: ArchiveStore) -> None:
+    """Beyond the spans merged one by one, one sorted join reads the same pages."""
+    held: list[str] = []
+    for i in range(430):  # A is left out of every other row: each row A holds is a span
+        row = shared(new_archive_id(), str(i), A, B) if i % 2 else shared(new_archive_id(), "b", B)
+        plain.append_many([row])
+        if i % 2:
+            held.append(row.id)
+    assert len(spans_of(plain, A)) == 215
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        page = plain.query(A, ArchiveQuery(max=50, after=after))
+        assert page.count == len(held)
+        seen += [m.id for m in page.items]
+        if page.complete:
+            break
+        after = page.items[-1].id
+    assert seen == held
+    last = plain.query(A, ArchiveQuery(max=7, before=""))
+    assert [m.id for m in last.items] == held[-7:]
+    bounds = plain.bounds(A)
+    assert bounds is not None and (bounds[0].id, bounds[1].id) == (held[0], held[-1])
+
+
+def test_references_of_an_older_version_become_spans(tmp_path: Path) -> None:
+    """Migration 0024: references (written, or still listed) become spans over runs of a
+    with_jid's shared rows; a row nobody referenced goes."""
     path = tmp_path / "archive.sqlite3"
     db = Database(path)
-    db.execute("DROP TRIGGER archive_shared_batch_insert")
-    db.execute("DROP VIEW archive_shared_batch")
-    db.execute("DROP TABLE archive_pending")
-    db.execute("DELETE FROM schema_migrations WHERE version = 23")
-    db.execute("CREATE INDEX archive_unreferenced ON archive (seq) WHERE archives IS NOT NULL")
-    sid = new_archive_id()
+    db.execute("DROP TABLE archive_spans")
+    db.execute("DELETE FROM schema_migrations WHERE version = 24")
     db.execute(
-        "INSERT INTO archive (archive, id, with_jid, with_full, stamp, kind, stanza, archives) "
-        "VALUES ('', ?, 'room@muc.example.org', '', ?, 'groupchat', '<message/>', ?)",
-        (sid, time.time(), f'["{A}", "{B}"]'),
+        "CREATE TABLE archive_refs (archive TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "PRIMARY KEY (archive, seq)) WITHOUT ROWID"
     )
+    db.execute("CREATE INDEX archive_refs_seq ON archive_refs (seq)")
+    db.execute("CREATE TABLE archive_pending (seq INTEGER PRIMARY KEY, archives TEXT NOT NULL)")
+    ids = [new_archive_id() for _ in range(7)]
+    for i, sid in enumerate(ids):
+        room = ROOM if i != 2 else "other@conference.example.org"
+        db.execute(
+            "INSERT INTO archive (archive, id, with_jid, with_full, stamp, kind, stanza) "
+            "VALUES ('', ?, ?, '', ?, 'groupchat', '<message/>')",
+            (sid, room, 1000.0 + i),
+        )
+    s = seqs(ArchiveStore(db))
+    # A: every ROOM row (the last one still listed); B: 0, 1, 4 (3 missing); C: 3; nobody: 6.
+    refs = [(A, 0), (A, 1), (A, 3), (A, 4), (B, 0), (B, 1), (B, 4), (C, 3), (B, 2)]
+    for archive, i in refs:
+        db.execute("INSERT INTO archive_refs VALUES (?, ?)", (archive, s[i]))
+    db.execute("INSERT INTO archive_pending VALUES (?, ?)", (s[5], f'["{A}"]'))
     db.close()
     store = ArchiveStore(Database(path))
-    assert rows_in_tables(store) == (1, 2)
-    assert store.db.fetchone("SELECT COUNT(*) FROM archive WHERE archives IS NOT NULL") == (0,)
-    for archive in (A, B):
-        assert [m.id for m in store.query(archive, ArchiveQuery()).items] == [sid]
+    assert seqs(store) == s[:6]
+    assert spans_of(store, A) == [(s[0], OPEN)]
+    assert spans_of(store, B) == [(s[0], s[1]), (s[2], OPEN), (s[4], s[4])]
+    assert spans_of(store, C) == [(s[3], s[3])]
+    expect = {A: [0, 1, 3, 4, 5], B: [0, 1, 2, 4], C: [3]}
+    for archive, held in expect.items():
+        assert [m.id for m in store.query(archive, ArchiveQuery()).items] == [ids[i] for i in held]
+    for name in ("archive_refs", "archive_pending"):
+        assert store.db.fetchone("SELECT COUNT(*) FROM sqlite_master WHERE name=?", (name,)) == (0,)
+    store.append_many([shared(new_archive_id(), "next", A)])
+    assert spans_of(store, A) == [(s[0], OPEN)]

@@ -9,17 +9,13 @@ XEP-0059 paging (``after``, ``before``, ``before=''`` for the last page, ``max``
 
 A message several accounts archive alike (a room's message, fanned out to every account in the
 room) can be stored once (:class:`SharedRow`): one row of ``archive`` with the archive name
-``''`` and, per account, a reference in ``archive_refs`` (the account, the row's seq). The
-reference is all an account adds: one entry in one index, where a row of its own is the whole
-stanza in the table and an entry in each of four indexes. An account's archive is its own rows
-and the rows it references, in one order (``seq``); every query reads both alike.
-
-References are written in batches (every :data:`_REFS_BATCH` shared rows, and before anything
-reads or deletes): until then the archives a shared row was stored for are listed in
-``archive_pending``, written in the same transaction as the row, so a stored message has its
-references even after a crash (they are written at the next start). Each account's
-references land in a page of their own: written for many messages at once, that page is
-written once instead of once per transaction.
+``''``. Which archives hold it is written as spans (``archive_spans``): an archive holds the
+shared rows of one ``with_jid`` whose seq lies in its span. An account in a room has one span
+per stretch of time it was there, growing while it stays (its end is :data:`_OPEN`): storing a
+room message for fifty accounts writes the row alone, and a span changes only when the set of
+archives a with_jid's rows are stored for changes (an account joins, leaves, or takes a copy of
+its own). An account's archive is its own rows and the shared rows its spans cover, in one
+order (``seq``); every query reads both alike.
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from minimix.protocol.xml import escape_attr
 from minimix.storage.database import Database, Row
@@ -172,33 +168,38 @@ _INSERT = (
     "INSERT OR IGNORE INTO archive (archive, id, with_jid, with_full, stamp, kind, stanza, "
     "room_stanza_id) VALUES (?,?,?,?,?,?,?,?)"
 )
-# Shared rows in one statement, through the view of migration 0023: a JSON array of [id,
-# with_jid, stamp, kind, stanza, room_stanza_id, archives], stored in its order, each listed
-# for its archives in archive_pending. Outside a transaction, that statement is one.
-_INSERT_SHARED_BATCH = "INSERT INTO archive_shared_batch (batch) VALUES (?)"
-# The references that shared rows are listed for (a JSON array of archives), written; then the
-# lists go.
-_WRITE_REFS = (
-    "INSERT OR IGNORE INTO archive_refs (archive, seq) SELECT j.value, p.seq "
-    "FROM archive_pending p, json_each(p.archives) j ORDER BY 1, 2"
+_INSERT_SHARED = (
+    "INSERT OR IGNORE INTO archive (archive, id, with_jid, with_full, stamp, kind, stanza, "
+    "room_stanza_id) VALUES ('',?,?,'',?,?,?,?)"
 )
-_REFS_WRITTEN = "DELETE FROM archive_pending"
-# Shared rows stored before their references are written: each account's references go into a
-# page of their own, written once per batch (about 50 pages for a 50-account room, whatever
-# the batch size), so the larger the batch the fewer pages per reference.
-_REFS_BATCH = 256
-# A shared row nobody references any more goes (the archives that held it were deleted).
-_DROP_UNREFERENCED = (
-    "DELETE FROM archive WHERE seq=? AND archive='' "
-    "AND NOT EXISTS (SELECT 1 FROM archive_refs WHERE seq=?)"
+# The end of a span still growing: it holds every shared row of its with_jid stored from its
+# start on.
+_OPEN = (1 << 63) - 1
+_OPEN_SPANS = "SELECT archive FROM archive_spans WHERE with_jid=? AND last_seq=?"
+_END_SPAN = "UPDATE archive_spans SET last_seq=? WHERE archive=? AND with_jid=? AND last_seq=?"
+_START_SPAN = "INSERT OR REPLACE INTO archive_spans VALUES (?,?,?,?)"
+# Whether the archive (the first ?) holds shared row ``a``.
+_HELD = (
+    "EXISTS (SELECT 1 FROM archive_spans s WHERE s.archive=? AND s.with_jid=a.with_jid "
+    "AND s.first_seq <= a.seq AND s.last_seq >= a.seq)"
 )
-# An archive's own rows, then the shared rows it references: the columns of _message, seq and
+# Whether any archive holds shared row ``a``.
+_HELD_BY_ANY = (
+    "EXISTS (SELECT 1 FROM archive_spans s WHERE s.with_jid=a.with_jid "
+    "AND s.last_seq >= a.seq AND s.first_seq <= a.seq)"
+)
+# Up to this many spans, a page is read span by span (each in seq order from its index, merged
+# by SQLite); beyond, from one join, sorted.
+_MERGED_SPANS = 200
+# An archive's own rows, then the shared rows it holds: the columns of _message, seq and
 # whether the row is shared. Conditions are written with {c} before the columns of `archive`
 # and {s} for seq (see ArchiveStore._both).
-_OWN = "SELECT id, with_jid, stamp, stanza, kind, room_stanza_id, seq, 0 FROM archive WHERE "
-_REFERENCED = (
-    "SELECT a.id, a.with_jid, a.stamp, a.stanza, a.kind, a.room_stanza_id, r.seq, 1 "
-    "FROM archive_refs r JOIN archive a ON a.seq = r.seq WHERE "
+_COLUMNS_OWN = "id, with_jid, stamp, stanza, kind, room_stanza_id, seq, 0"
+_COLUMNS_SHARED = "a.id, a.with_jid, a.stamp, a.stanza, a.kind, a.room_stanza_id, a.seq, 1"
+_OWN = f"SELECT {_COLUMNS_OWN} FROM archive WHERE "
+_SPANNED = (
+    "archive_spans r JOIN archive a ON a.archive='' AND a.with_jid=r.with_jid "
+    "AND a.seq BETWEEN r.first_seq AND r.last_seq"
 )
 
 
@@ -215,14 +216,8 @@ def _values(r: ArchiveRow) -> tuple[Any, ...]:
     )
 
 
-def _batch(rows: Sequence[SharedRow]) -> str:
-    """Shared rows as the JSON array that ``_INSERT_SHARED_BATCH`` takes."""
-    return json.dumps(
-        [
-            [r.id, r.with_jid, round(r.stamp, 6), r.kind, r.stanza, r.room_stanza_id, r.archives]
-            for r in rows
-        ]
-    )
+def _shared_values(r: SharedRow) -> tuple[Any, ...]:
+    return (r.id, r.with_jid, round(r.stamp, 6), r.kind, r.stanza, r.room_stanza_id)
 
 
 def _message(r: Row, archive: str) -> ArchivedMessage:
@@ -244,7 +239,7 @@ def _both(conditions: Sequence[str]) -> tuple[str, str]:
     """``conditions`` (written with ``{c}`` and ``{s}``) for an archive's own rows and for the
     shared rows it references; each starts with the archive's name (``?``)."""
     own = " AND ".join(["archive=?", *conditions]).format(c="", s="seq")
-    shared = " AND ".join(["r.archive=?", *conditions]).format(c="a.", s="r.seq")
+    shared = " AND ".join(["r.archive=?", *conditions]).format(c="a.", s="a.seq")
     return own, shared
 
 
@@ -253,10 +248,6 @@ class ArchiveStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        # Whatever a previous run left listed is written now (read first: no write otherwise).
-        if db.fetchone("SELECT 1 FROM archive_pending LIMIT 1"):
-            db.unreferenced = max(db.unreferenced, 1)
-            self._write_refs()
 
     # ------------------------------------------------------------------ writing
     def append(
@@ -300,75 +291,83 @@ class ArchiveStore:
         the order given: each archive holds them in that order.
 
         A row whose id its archive holds already stores nothing, as with :meth:`append`.
-        Each run of consecutive shared rows is one statement; a batch of shared rows alone is
-        one statement and nothing more (its own transaction).
+        A shared row stored for the archives the last one of its with_jid was stored for is
+        its row alone; otherwise the spans of the archives that come or go change with it.
         """
-        plain = [r for r in rows if isinstance(r, ArchiveRow)]
-        if len(plain) == len(rows):
-            if len(plain) == 1:
-                self.db.execute(_INSERT, _values(plain[0]))  # one statement: its own transaction
-            elif plain:
-                self.db.executemany(_INSERT, [_values(r) for r in plain])
-            return
         db = self.db
-        count = len(rows) - len(plain)
-        with db.lock:  # the count of unreferenced rows and what it decides go together
-            refs_due = db.unreferenced + count >= _REFS_BATCH
-            if not plain and not refs_due:
-                # One statement, one transaction (no BEGIN and COMMIT around it).
-                db.execute(_INSERT_SHARED_BATCH, (_batch(cast(Sequence[SharedRow], rows)),))
-                db.unreferenced += count
-                return
+        if len(rows) == 1 and isinstance(rows[0], ArchiveRow):
+            db.execute(_INSERT, _values(rows[0]))  # one statement: its own transaction
+            return
+        with db.lock:
+            spans = db.archive_spans
+            changed: dict[str, frozenset[str]] = {}
             with db.transaction():
-                own: list[tuple[Any, ...]] = []
-                shared: list[SharedRow] = []
+                run: list[tuple[Any, ...]] = []  # rows of one kind, stored with one call
+                run_shared = False
                 for r in rows:
                     if isinstance(r, ArchiveRow):
-                        if shared:
-                            db.execute(_INSERT_SHARED_BATCH, (_batch(shared),))
-                            shared = []
-                        own.append(_values(r))
+                        if run and run_shared:
+                            db.execute_rows(_INSERT_SHARED, run)
+                            run = []
+                        run_shared = False
+                        run.append(_values(r))
                         continue
-                    if own:
-                        db.execute_rows(_INSERT, own)
-                        own = []
-                    shared.append(r)
-                if shared:
-                    db.execute(_INSERT_SHARED_BATCH, (_batch(shared),))
-                if own:
-                    db.execute_rows(_INSERT, own)
-                if refs_due:
-                    db.execute(_WRITE_REFS)
-                    db.execute(_REFS_WRITTEN)
-                    db.unreferenced = 0
-                else:
-                    db.unreferenced += count
+                    if run and not run_shared:
+                        db.execute_rows(_INSERT, run)
+                        run = []
+                    run_shared = True
+                    values = _shared_values(r)
+                    room = r.with_jid
+                    holding = changed.get(room)
+                    if holding is None:
+                        holding = spans.get(room)
+                        if holding is None:
+                            holding = self._open_spans(room)
+                    wanted = frozenset(r.archives)
+                    if wanted == holding:
+                        run.append(values)
+                        continue
+                    if run:
+                        db.execute_rows(_INSERT_SHARED, run)
+                        run = []
+                    stored = db.fetchone(_INSERT_SHARED + " RETURNING seq", values)
+                    if stored is None:
+                        continue  # its id is taken: nothing stored
+                    seq = int(stored[0])
+                    db.execute_rows(
+                        _END_SPAN, [(seq - 1, a, room, _OPEN) for a in holding - wanted]
+                    )
+                    db.execute_rows(_START_SPAN, [(a, room, seq, _OPEN) for a in wanted - holding])
+                    changed[room] = wanted
+                if run:
+                    db.execute_rows(_INSERT_SHARED if run_shared else _INSERT, run)
+            spans.update(changed)
 
-    def _write_refs(self) -> None:
-        """Write the references shared rows list (before the archives are read or changed)."""
-        if self.db.unreferenced:
-            with self.db.transaction() as db:
-                if db.unreferenced:
-                    db.execute(_WRITE_REFS)
-                    db.execute(_REFS_WRITTEN)
-                    db.unreferenced = 0
+    def _open_spans(self, with_jid: str) -> frozenset[str]:
+        """The archives whose span for ``with_jid`` grows (read once, then kept up to date)."""
+        db = self.db
+        holding = frozenset(str(r[0]) for r in db.fetchall(_OPEN_SPANS, (with_jid, _OPEN)))
+        db.archive_spans[with_jid] = holding
+        return holding
+
+    def _forget_open_spans(self) -> None:
+        """After spans were changed in bulk: read them again when next needed."""
+        self.db.archive_spans.clear()
 
     def get(self, archive: str, stanza_id: str) -> ArchivedMessage | None:
-        self._write_refs()
-        own, shared = _both(["{c}id=?"])
         r = self.db.fetchone(
-            f"{_OWN}{own} UNION ALL {_REFERENCED}{shared} LIMIT 1",
-            (archive, stanza_id, archive, stanza_id),
+            f"{_OWN}archive=? AND id=? UNION ALL SELECT {_COLUMNS_SHARED} FROM archive a "
+            f"WHERE a.archive='' AND a.id=? AND {_HELD} LIMIT 1",
+            (archive, stanza_id, stanza_id, archive),
         )
         return _message(r, archive) if r else None
 
     def has_room_stanza(self, archive: str, room_stanza_id: str) -> bool:
-        self._write_refs()
         return (
             self.db.fetchone(
                 "SELECT 1 FROM archive WHERE archive=? AND room_stanza_id=? UNION ALL "
-                "SELECT 1 FROM archive a WHERE a.archive='' AND a.room_stanza_id=? AND EXISTS "
-                "(SELECT 1 FROM archive_refs r WHERE r.archive=? AND r.seq=a.seq) LIMIT 1",
+                f"SELECT 1 FROM archive a WHERE a.archive='' AND a.room_stanza_id=? AND {_HELD} "
+                "LIMIT 1",
                 (archive, room_stanza_id, room_stanza_id, archive),
             )
             is not None
@@ -376,70 +375,128 @@ class ArchiveStore:
 
     def last_room_stanza(self, archive: str, room: str) -> tuple[str, float] | None:
         """(room stanza-id, stamp) of the newest group chat message from ``room``."""
-        self._write_refs()
-        r = self.db.fetchone(
-            "SELECT * FROM (SELECT room_stanza_id, stamp, seq FROM archive WHERE archive=? "
-            "AND with_jid=? AND kind='groupchat' AND room_stanza_id IS NOT NULL "
-            "ORDER BY seq DESC LIMIT 1) UNION ALL "
-            "SELECT * FROM (SELECT a.room_stanza_id, a.stamp, a.seq FROM archive a "
-            "WHERE a.archive='' AND a.with_jid=? AND a.kind='groupchat' "
-            "AND a.room_stanza_id IS NOT NULL AND EXISTS "
-            "(SELECT 1 FROM archive_refs r WHERE r.archive=? AND r.seq=a.seq) "
-            "ORDER BY a.seq DESC LIMIT 1) ORDER BY 3 DESC LIMIT 1",
-            (archive, room, room, archive),
+        found = self._page(
+            archive,
+            ["{c}with_jid=?", "{c}kind='groupchat'", "{c}room_stanza_id IS NOT NULL"],
+            [room],
+            "DESC",
+            1,
+            with_jid=room,
         )
-        return (str(r[0]), float(r[1])) if r else None
+        return (str(found[0][5]), float(found[0][2])) if found else None
 
     def bounds(self, archive: str) -> tuple[ArchivedMessage, ArchivedMessage] | None:
         """The oldest and newest message of an archive (XEP-0313 metadata)."""
-        self._write_refs()
-        own, shared = _both([])
         ends = []
         for order in ("ASC", "DESC"):
-            r = self.db.fetchone(
-                f"{_OWN}{own} UNION ALL {_REFERENCED}{shared} ORDER BY 7 {order} LIMIT 1",
-                (archive, archive),
-            )
-            if r is None:
+            found = self._page(archive, [], [], order, 1)
+            if not found:
                 return None
-            ends.append(_message(r, archive))
+            ends.append(_message(found[0], archive))
         return ends[0], ends[1]
 
     def delete_archive(self, archive: str) -> None:
-        self._write_refs()
-        with self.db.transaction() as db:
-            db.execute("DELETE FROM archive WHERE archive=?", (archive,))
-            self._unreference(
-                db.fetchall("DELETE FROM archive_refs WHERE archive=? RETURNING seq", (archive,))
-            )
-            db.execute("DELETE FROM archive_prefs WHERE archive=?", (archive,))
+        with self.db.lock:
+            try:
+                with self.db.transaction() as db:
+                    db.execute("DELETE FROM archive WHERE archive=?", (archive,))
+                    spans = db.fetchall(
+                        "DELETE FROM archive_spans WHERE archive=? "
+                        "RETURNING with_jid, first_seq, last_seq",
+                        (archive,),
+                    )
+                    self._drop_unheld(spans)
+                    db.execute("DELETE FROM archive_prefs WHERE archive=?", (archive,))
+            finally:
+                self._forget_open_spans()
 
     def expire(self, archive: str | None, older_than: float) -> int:
         """Drop messages stamped before ``older_than`` (one archive, or all); returns how many
         (each archive's copy counts, a shared row once for each archive that held it)."""
-        self._write_refs()
-        old = "SELECT seq FROM archive WHERE archive='' AND stamp < ?"
-        with self.db.transaction() as db:
-            if archive is None:
-                n = db.execute(
-                    "DELETE FROM archive WHERE stamp < ? AND archive != ''", (older_than,)
-                )
-                n += db.execute(f"DELETE FROM archive_refs WHERE seq IN ({old})", (older_than,))
-                db.execute("DELETE FROM archive WHERE archive='' AND stamp < ?", (older_than,))
-                return n
-            n = db.execute(
-                "DELETE FROM archive WHERE archive=? AND stamp < ?", (archive, older_than)
-            )
-            seqs = db.fetchall(
-                f"DELETE FROM archive_refs WHERE archive=? AND seq IN ({old}) RETURNING seq",
-                (archive, older_than),
-            )
-            self._unreference(seqs)
-            return n + len(seqs)
+        with self.db.lock:
+            try:
+                with self.db.transaction():
+                    if archive is None:
+                        return self._expire_all(older_than)
+                    return self._expire_one(archive, older_than)
+            finally:
+                self._forget_open_spans()
 
-    def _unreference(self, seqs: list[Row]) -> None:
-        """Drop the shared rows among ``seqs`` that no archive references any more."""
-        self.db.execute_rows(_DROP_UNREFERENCED, [(r[0], r[0]) for r in seqs])
+    def _expire_all(self, older_than: float) -> int:
+        db = self.db
+        n = db.execute("DELETE FROM archive WHERE stamp < ? AND archive != ''", (older_than,))
+        held = db.fetchone(
+            "SELECT COUNT(*) FROM archive a JOIN archive_spans r ON r.with_jid=a.with_jid "
+            "AND a.seq BETWEEN r.first_seq AND r.last_seq WHERE a.archive='' AND a.stamp < ?",
+            (older_than,),
+        )
+        n += int(held[0]) if held else 0
+        db.execute("DELETE FROM archive WHERE archive='' AND stamp < ?", (older_than,))
+        # Spans over nothing any more go (a growing one stays: it holds what comes).
+        db.execute(
+            "DELETE FROM archive_spans WHERE last_seq != ? AND NOT EXISTS (SELECT 1 FROM "
+            "archive a WHERE a.archive='' AND a.with_jid=archive_spans.with_jid "
+            "AND a.seq BETWEEN archive_spans.first_seq AND archive_spans.last_seq)",
+            (_OPEN,),
+        )
+        return n
+
+    def _expire_one(self, archive: str, older_than: float) -> int:
+        """One archive lets go of its old shared rows: each of its spans is cut around them."""
+        db = self.db
+        n = db.execute("DELETE FROM archive WHERE archive=? AND stamp < ?", (archive, older_than))
+        spans = db.fetchall(
+            "SELECT with_jid, first_seq, last_seq FROM archive_spans WHERE archive=?", (archive,)
+        )
+        dropped: list[Row] = []
+        for with_jid, first, last in spans:
+            rows = db.fetchall(
+                "SELECT seq, stamp < ? FROM archive WHERE archive='' AND with_jid=? "
+                "AND seq BETWEEN ? AND ? ORDER BY seq",
+                (older_than, with_jid, first, last),
+            )
+            old = [int(r[0]) for r in rows if r[1]]
+            if not old:
+                continue
+            n += len(old)
+            db.execute(
+                "DELETE FROM archive_spans WHERE archive=? AND with_jid=? AND first_seq=?",
+                (archive, with_jid, first),
+            )
+            dropped.append((with_jid, first, last))
+            # What is left between the old rows, as spans (a growing span keeps growing).
+            kept: list[tuple[int, int]] = []
+            start: int | None = None
+            end = 0
+            for seq, is_old in rows:
+                if is_old:
+                    if start is not None:
+                        kept.append((start, end))
+                    start = None
+                    continue
+                start = int(seq) if start is None else start
+                end = int(seq)
+            if start is not None:
+                kept.append((start, end))
+            if last == _OPEN:
+                if kept and kept[-1][1] == int(rows[-1][0]):
+                    kept[-1] = (kept[-1][0], _OPEN)
+                else:
+                    kept.append((old[-1] + 1, _OPEN))
+            db.execute_rows(
+                "INSERT INTO archive_spans VALUES (?,?,?,?)",
+                [(archive, with_jid, a, b) for a, b in kept],
+            )
+        self._drop_unheld(dropped)
+        return n
+
+    def _drop_unheld(self, spans: Sequence[Row]) -> None:
+        """Drop the shared rows within ``spans`` (with_jid, first, last) no archive holds."""
+        self.db.execute_rows(
+            "DELETE FROM archive AS a WHERE a.archive='' AND a.with_jid=? "
+            f"AND a.seq BETWEEN ? AND ? AND NOT {_HELD_BY_ANY}",
+            [tuple(s) for s in spans],
+        )
 
     # ------------------------------------------------------------------ preferences
     def prefs(self, archive: str) -> ArchivePrefs:
@@ -459,12 +516,10 @@ class ArchiveStore:
 
     # ------------------------------------------------------------------ querying
     def _seq(self, archive: str, stanza_id: str) -> int:
-        own, shared = _both(["{c}id=?"])
         r = self.db.fetchone(
-            f"SELECT seq FROM archive WHERE {own} UNION ALL "
-            f"SELECT r.seq FROM archive_refs r JOIN archive a ON a.seq = r.seq WHERE {shared} "
-            "LIMIT 1",
-            (archive, stanza_id, archive, stanza_id),
+            "SELECT seq FROM archive WHERE archive=? AND id=? UNION ALL "
+            f"SELECT a.seq FROM archive a WHERE a.archive='' AND a.id=? AND {_HELD} LIMIT 1",
+            (archive, stanza_id, stanza_id, archive),
         )
         if r is None:
             raise UnknownArchiveId(stanza_id)
@@ -472,25 +527,69 @@ class ArchiveStore:
 
     def _count(self, archive: str, conditions: list[str], params: list[Any]) -> int:
         own, shared = _both(conditions)
-        joined = any("{c}" in c for c in conditions)
-        refs = "archive_refs r JOIN archive a ON a.seq = r.seq" if joined else "archive_refs r"
         r = self.db.fetchone(
             f"SELECT (SELECT COUNT(*) FROM archive WHERE {own}) + "
-            f"(SELECT COUNT(*) FROM {refs} WHERE {shared})",
+            f"(SELECT COUNT(*) FROM {_SPANNED} WHERE {shared})",
             [archive, *params, archive, *params],
         )
         return int(r[0]) if r else 0
 
+    def _page(
+        self,
+        archive: str,
+        conditions: list[str],
+        params: list[Any],
+        order: str,
+        limit: int,
+        *,
+        with_jid: str | None = None,
+    ) -> list[Row]:
+        """Up to ``limit`` rows (as ``_OWN`` selects them) of the archive meeting
+        ``conditions``, in seq ``order``. ``with_jid``: only shared rows of that with_jid can
+        meet them."""
+        db = self.db
+        own, shared = _both(conditions)
+        if with_jid is None:
+            spans = db.fetchall(
+                "SELECT with_jid, first_seq, last_seq FROM archive_spans WHERE archive=?",
+                (archive,),
+            )
+        else:
+            spans = db.fetchall(
+                "SELECT with_jid, first_seq, last_seq FROM archive_spans "
+                "WHERE archive=? AND with_jid=?",
+                (archive, with_jid),
+            )
+        arms = [f"SELECT * FROM ({_OWN}{own} ORDER BY seq {order} LIMIT ?)"]
+        args: list[Any] = [archive, *params, limit]
+        if len(spans) <= _MERGED_SPANS:
+            # Each span read in order from the index on (archive, with_jid, seq), up to the
+            # limit; SQLite merges them.
+            in_span = " AND ".join(
+                ["a.archive=''", "a.with_jid=?", "a.seq BETWEEN ? AND ?", *conditions]
+            ).format(c="a.", s="a.seq")
+            for span in spans:
+                arms.append(
+                    f"SELECT * FROM (SELECT {_COLUMNS_SHARED} FROM archive a WHERE {in_span} "
+                    f"ORDER BY a.seq {order} LIMIT ?)"
+                )
+                args.extend([*span, *params, limit])
+        elif spans:
+            arms.append(f"SELECT {_COLUMNS_SHARED} FROM {_SPANNED} WHERE {shared}")
+            args.extend([archive, *params])
+        return db.fetchall(f"{' UNION ALL '.join(arms)} ORDER BY 7 {order} LIMIT ?", [*args, limit])
+
     def query(self, archive: str, q: ArchiveQuery) -> ArchivePage:
         """Run a query. Raises :class:`UnknownArchiveId` for an id the archive does not hold."""
-        self._write_refs()
         where: list[str] = []
         params: list[Any] = []
+        with_room: str | None = None
         if q.with_jid is not None:
             if "/" in q.with_jid:
                 where.append("{c}with_full=?")
             else:
                 where.append("{c}with_jid=?")
+                with_room = q.with_jid
             params.append(q.with_jid)
         # Stamps have microsecond resolution (XEP-0082 as we write it): compare at that grain.
         if q.start is not None:
@@ -524,12 +623,8 @@ class ArchiveStore:
             page_where.append("{s} < ?")
             page_params.append(self._seq(archive, q.before))
         limit = max(0, q.max)
-        own, shared = _both(page_where)
         order = "DESC" if backwards else "ASC"
-        rows = self.db.fetchall(
-            f"{_OWN}{own} UNION ALL {_REFERENCED}{shared} ORDER BY 7 {order} LIMIT ?",
-            [archive, *page_params, archive, *page_params, limit + 1],
-        )
+        rows = self._page(archive, page_where, page_params, order, limit + 1, with_jid=with_room)
         more = len(rows) > limit
         rows = rows[:limit]
         if backwards:

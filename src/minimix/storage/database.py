@@ -61,9 +61,9 @@ class Database:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
-        # Shared archive rows stored since their references were last written (see
-        # ArchiveStore): every store of this database counts them here.
-        self.unreferenced = 0
+        # For each with_jid of shared archive rows read so far, the archives whose span grows
+        # (see ArchiveStore): every store of this database keeps it here.
+        self.archive_spans: dict[str, frozenset[str]] = {}
         self._checkpointer: threading.Thread | None = None
         self._checkpoints_stop = threading.Event()
         self._conn.execute("PRAGMA journal_mode=WAL")
