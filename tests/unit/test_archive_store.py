@@ -364,12 +364,12 @@ def test_spans_are_read_again_after_a_restart(tmp_path: Path) -> None:
 def test_many_spans_page_alike(plain: ArchiveStore) -> None:
     """Beyond the spans merged one by one, one sorted join reads the same pages."""
     held: list[str] = []
-    for i in range(430):  # A is left out of every other row: each row A holds is a span
+    for i in range(830):  # A is left out of every other row: each row A holds is a span
         row = shared(new_archive_id(), str(i), A, B) if i % 2 else shared(new_archive_id(), "b", B)
         plain.append_many([row])
         if i % 2:
             held.append(row.id)
-    assert len(spans_of(plain, A)) == 215
+    assert len(spans_of(plain, A)) == 415
     seen: list[str] = []
     after: str | None = None
     while True:

@@ -189,8 +189,8 @@ _HELD_BY_ANY = (
     "AND s.last_seq >= a.seq AND s.first_seq <= a.seq)"
 )
 # Up to this many spans, a page is read span by span (each in seq order from its index, merged
-# by SQLite); beyond, from one join, sorted.
-_MERGED_SPANS = 200
+# by SQLite, whose compound statements take up to 500 parts); beyond, from one join, sorted.
+_MERGED_SPANS = 400
 # An archive's own rows, then the shared rows it holds: the columns of _message, seq and
 # whether the row is shared. Conditions are written with {c} before the columns of `archive`
 # and {s} for seq (see ArchiveStore._both).
@@ -543,10 +543,13 @@ class ArchiveStore:
         limit: int,
         *,
         with_jid: str | None = None,
+        after: int | None = None,
+        before: int | None = None,
     ) -> list[Row]:
         """Up to ``limit`` rows (as ``_OWN`` selects them) of the archive meeting
         ``conditions``, in seq ``order``. ``with_jid``: only shared rows of that with_jid can
-        meet them."""
+        meet them; ``after`` and ``before``: only rows between these seqs can (spans wholly
+        outside are not read)."""
         db = self.db
         own, shared = _both(conditions)
         if with_jid is None:
@@ -560,6 +563,10 @@ class ArchiveStore:
                 "WHERE archive=? AND with_jid=?",
                 (archive, with_jid),
             )
+        if after is not None or before is not None:
+            low = -1 if after is None else after
+            high = _OPEN if before is None else before
+            spans = [r for r in spans if r[2] > low and r[1] < high]
         arms = [f"SELECT * FROM ({_OWN}{own} ORDER BY seq {order} LIMIT ?)"]
         args: list[Any] = [archive, *params, limit]
         if len(spans) <= _MERGED_SPANS:
@@ -616,15 +623,27 @@ class ArchiveStore:
         page_where = list(where)
         page_params = list(params)
         backwards = q.before is not None
+        after = before = None
         if q.after:
+            after = self._seq(archive, q.after)
             page_where.append("{s} > ?")
-            page_params.append(self._seq(archive, q.after))
+            page_params.append(after)
         if q.before:
+            before = self._seq(archive, q.before)
             page_where.append("{s} < ?")
-            page_params.append(self._seq(archive, q.before))
+            page_params.append(before)
         limit = max(0, q.max)
         order = "DESC" if backwards else "ASC"
-        rows = self._page(archive, page_where, page_params, order, limit + 1, with_jid=with_room)
+        rows = self._page(
+            archive,
+            page_where,
+            page_params,
+            order,
+            limit + 1,
+            with_jid=with_room,
+            after=after,
+            before=before,
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         if backwards:
