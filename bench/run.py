@@ -59,7 +59,7 @@ class Profile:
     fanout_load: float | None = 2000.0  # fixed-rate phase: deliveries per second
     fanout_rate_seconds: float = 5.0
     attach_occupants: int = 500
-    attach_samples: int = 5
+    attach_samples: int = 15
     idle_levels: tuple[int, ...] = (1000, 10000)
     login_accounts: int = 50
     login_concurrency: int = 20
