@@ -268,7 +268,21 @@ class Tracker:
 
 # --- The client --------------------------------------------------------------------------------
 
-BUFFERING, COUNTING, DISCARDING = 0, 1, 2
+BUFFERING, COUNTING, DISCARDING, CLOSING = 0, 1, 2, 3
+SSL_SHUTDOWN_TIMEOUT = 30.0  # as asyncio's and uvloop's TLS transports: how long close() waits
+
+# Counting clients decrypt into one buffer they share (the event loop runs one callback at a
+# time); between reads a client keeps only what may be a body or a tag cut in two.
+PLAIN_SIZE = 1 << 18
+PLAIN_READ = 1 << 15  # more than the plaintext of one TLS record (16 KiB)
+PLAIN_FULL = PLAIN_SIZE - PLAIN_READ  # past this, count what is there before decrypting more
+_plain = bytearray(PLAIN_SIZE)
+_plain_view = memoryview(_plain)
+ReadInto = Callable[[int, memoryview], int]  # SSLObject.read given a buffer (typeshed says bytes)
+
+
+def _no_tls(size: int, buffer: memoryview) -> int:
+    raise XmppError("no TLS")
 
 
 @dataclass(slots=True)
@@ -286,6 +300,11 @@ class Client(asyncio.Protocol):
 
     While being set up it buffers what it receives and ``expect()`` searches that buffer; after
     ``count()`` or ``discard()`` it keeps nothing but benchmark message counts.
+
+    TLS runs in the client itself, on an ``ssl.SSLObject`` over memory buffers under the plain
+    TCP transport, as asyncio's TLS transports do (the same handshake, records and closing
+    handshake), so that a counting client decrypts each read's records straight into a reused
+    buffer and counts the bodies in all of them at once.
     """
 
     def __init__(self, domain: str) -> None:
@@ -299,6 +318,14 @@ class Client(asyncio.Protocol):
         self.close_reason = ""
         self.jid = ""
         self.mechanism = ""
+        # TLS, once STARTTLS has been accepted.
+        self.tls: ssl.SSLObject | None = None
+        self.tls_in = ssl.MemoryBIO()
+        self.tls_out = ssl.MemoryBIO()
+        self.tls_read: ReadInto = _no_tls
+        self.handshake: asyncio.Future[None] | None = None
+        self.tls_error = ""
+        self.shutdown_timer: asyncio.TimerHandle | None = None
         # Counting state.
         self.tracker: Tracker | None = None
         self.seen = bytearray()
@@ -316,16 +343,33 @@ class Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         mode = self.mode
-        if mode == COUNTING:
-            self._count(data)
-        elif mode == BUFFERING:
-            self.buf += data
-            if self.waiter is not None:
-                self._try_waiter()
+        if mode == COUNTING and self.tls is not None:
+            self._count_records(data)
+            return
+        if self.tls is None:
+            if mode == COUNTING:
+                data = self.tail + data
+                self._scan(data, len(data))
+            elif mode == BUFFERING:
+                self._buffer(data)
+            return
+        self.tls_in.write(data)
+        if mode == BUFFERING:
+            self._read_records()
+        elif mode == DISCARDING:
+            self._read_into_void()  # the TLS stream stays whole, for the closing handshake
+        elif mode == CLOSING:
+            self._shutdown_step()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.close_reason = str(exc) if exc else "closed by server"
+        if self.shutdown_timer is not None:
+            self.shutdown_timer.cancel()
+            self.shutdown_timer = None
+        self.close_reason = self.tls_error or (str(exc) if exc else "closed by server")
+        handshake, self.handshake = self.handshake, None
+        if handshake is not None and not handshake.done():
+            handshake.set_exception(XmppError(f"connection lost ({self.close_reason})"))
         if self.waiter is not None:
             future = self.waiter.future
             self.waiter = None
@@ -333,7 +377,109 @@ class Client(asyncio.Protocol):
                 tail = bytes(self.buf[-300:])
                 future.set_exception(XmppError(f"connection lost ({self.close_reason}): {tail!r}"))
 
+    # TLS
+
+    def _start_tls(self) -> asyncio.Future[None]:
+        """Begin the TLS handshake; the future is done when it is."""
+        self.handshake = asyncio.get_running_loop().create_future()
+        self.tls = TLS_CONTEXT.wrap_bio(self.tls_in, self.tls_out, server_hostname=self.domain)
+        self.tls_read = cast(ReadInto, self.tls.read)
+        future = self.handshake
+        self._handshake_step()
+        return future
+
+    def _handshake_step(self) -> None:
+        tls, future = self.tls, self.handshake
+        assert tls is not None and future is not None
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush_tls()
+            return
+        except ssl.SSLError as exc:
+            self.handshake = None
+            self._flush_tls()  # the alert, if any
+            if not future.done():
+                future.set_exception(XmppError(f"TLS handshake failed: {exc}"))
+            return
+        self.handshake = None
+        self._flush_tls()
+        if not future.done():
+            future.set_result(None)
+
+    def _flush_tls(self) -> None:
+        out = self.tls_out
+        if out.pending:
+            assert self.transport is not None
+            self.transport.write(out.read())
+
+    def _tls_failed(self, exc: ssl.SSLError) -> None:
+        self.tls_error = f"TLS: {exc}"
+        self.mode = DISCARDING
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _read_records(self) -> None:
+        """Setup time: finish the handshake, then decrypt what has arrived into the buffer."""
+        if self.handshake is not None:
+            self._handshake_step()
+            if self.handshake is not None or self.tls_in.pending == 0:
+                return
+        incoming = self.tls_in
+        read = self.tls_read
+        size = 0
+        try:
+            while incoming.pending:
+                size = read(PLAIN_SIZE, _plain_view)
+                if not size:
+                    break
+                self.buf += _plain_view[:size]
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass  # the rest of a record is still on its way, or the server's close_notify came
+        except ssl.SSLError as exc:
+            self._tls_failed(exc)
+            return
+        if size and self.waiter is not None:
+            self._try_waiter()
+
+    def _read_into_void(self) -> None:
+        """Decrypt and drop what has arrived."""
+        incoming = self.tls_in
+        read = self.tls_read
+        try:
+            while incoming.pending and read(PLAIN_SIZE, _plain_view):
+                pass
+        except ssl.SSLError:
+            pass  # a record not whole yet, the server's close_notify, or a broken stream
+
+    def _shutdown_step(self) -> None:
+        """The closing handshake: drop what arrives until the server's close_notify answers ours,
+        then close the connection (what asyncio's TLS transports do on close())."""
+        tls, transport = self.tls, self.transport
+        assert tls is not None and transport is not None
+        try:
+            self._read_into_void()
+            tls.unwrap()
+        except ssl.SSLWantReadError:
+            self._flush_tls()
+            return
+        except ssl.SSLError:
+            transport.abort()
+            return
+        self._flush_tls()
+        transport.close()
+
+    def _shutdown_timed_out(self) -> None:
+        self.shutdown_timer = None
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
     # Setup-time reading
+
+    def _buffer(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiter is not None:
+            self._try_waiter()
 
     def _try_waiter(self) -> None:
         waiter = self.waiter
@@ -393,8 +539,14 @@ class Client(asyncio.Protocol):
             self.waiter = None
 
     def send(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        transport = self.transport
+        assert transport is not None
+        tls = self.tls
+        if tls is None:
+            transport.write(data)
+        else:
+            tls.write(data)
+            transport.write(self.tls_out.read())
 
     # Counting-time reading
 
@@ -404,26 +556,66 @@ class Client(asyncio.Protocol):
         self.seen = bytearray(tracker.capacity)
         self.mode = COUNTING
         pending, self.buf = bytes(self.buf), bytearray()
+        self.tail = b""
         if pending:
-            self._count(pending)
+            self._scan(pending, len(pending))
 
     def discard(self) -> None:
         """From now on, drop everything received."""
         self.mode = DISCARDING
         self.buf = bytearray()
 
-    def _count(self, data: bytes) -> None:
-        if self.tail:
-            data = self.tail + data
-        if b"type='error'" in data or b'type="error"' in data:
+    def _count_records(self, data: bytes) -> None:
+        """Decrypt the records that have arrived, after what was kept of the previous read, into
+        the shared buffer, then count the bodies in all of it at once (one clock reading per
+        read: a delivery's receipt time)."""
+        incoming = self.tls_in
+        incoming.write(data)
+        read = self.tls_read
+        size = len(self.tail)
+        try:
+            if size:
+                _plain[:size] = self.tail
+                size += read(PLAIN_READ, _plain_view[size:])
+            else:
+                size = read(PLAIN_READ, _plain_view)
+            while incoming.pending:  # whole records: no exception after the last one
+                got = read(PLAIN_READ, _plain_view[size:])
+                if not got:
+                    break
+                size += got
+                if size > PLAIN_FULL:
+                    self._scan(_plain, size)
+                    size = len(self.tail)
+                    _plain[:size] = self.tail
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass  # the rest of a record is still on its way, or the server's close_notify came
+        except ssl.SSLError as exc:
+            self._tls_failed(exc)
+        if size:
+            self._scan(_plain, size)
+        else:
+            self.tail = b""
+
+    def _scan(self, data: bytes | bytearray, size: int) -> None:
+        """Count the benchmark bodies in ``data[:size]``; keep in ``tail`` what may be the start
+        of a body or of a tag that the end of the data cut in two."""
+        if data.find(b"error", 0, size) >= 0 and (
+            data.find(b"type='error'", 0, size) >= 0 or data.find(b'type="error"', 0, size) >= 0
+        ):
             self.errors += 1
-        end = data.rfind(b"</body>")
-        if end < 0:
-            self.tail = data[-TAIL_KEEP:]
-            return
-        end += 7
-        found = RE_BODY.findall(data, 0, end)
-        self.tail = data[end:][-TAIL_KEEP:]
+        low = size - TAIL_KEEP if size > TAIL_KEEP else 0
+        cut = data.rfind(b"<body", low, size)
+        if cut >= 0 and data.find(b"</body>", cut, size) < 0:
+            self.tail = bytes(data[cut:size])  # a body without its end: counted next time
+        elif data[size - 1] != 62:  # not ending with ">": keep the tag cut in two, if any
+            cut = max(data.rfind(b"<", low, size), low)
+            self.tail = bytes(data[cut:size])
+            cut = size  # a complete body holds "<": there is none in the tail
+        else:
+            self.tail = b""
+            cut = size
+        found = RE_BODY.findall(data, 0, cut)
         if not found:
             return
         tracker = self.tracker
@@ -459,14 +651,8 @@ class Client(asyncio.Protocol):
         self.send(f"<starttls xmlns='{NS_TLS}'/>".encode())
         if (await self.expect(RE_PROCEED, timeout)).group(1) != b"proceed":
             raise XmppError("STARTTLS refused")
-        assert self.transport is not None
         self.buf.clear()
-        loop = asyncio.get_running_loop()
-        transport = await asyncio.wait_for(
-            loop.start_tls(self.transport, self, TLS_CONTEXT, server_hostname=self.domain), timeout
-        )
-        assert transport is not None
-        self.transport = transport
+        await asyncio.wait_for(self._start_tls(), timeout)
 
     async def iq(
         self, stanza_id: str, payload: str, timeout: float, to: str = ""
@@ -583,14 +769,26 @@ class Client(asyncio.Protocol):
                 raise XmppError(f"instant room configuration failed: {reply[:300]!r}")
 
     def close(self) -> None:
-        """End the stream and close the connection (without waiting for the server)."""
-        if self.transport is None or self.closed:
+        """End the stream and close the connection, without waiting: the closing TLS handshake
+        goes on in the background."""
+        if self.transport is None or self.closed or self.mode == CLOSING:
             return
-        self.mode = DISCARDING
         try:
-            self.transport.write(b"</stream:stream>")
-            self.transport.close()
-        except (OSError, RuntimeError):
+            if self.tls is None:
+                self.mode = DISCARDING
+                self.transport.write(b"</stream:stream>")
+                self.transport.close()
+            elif self.handshake is not None:
+                self.mode = DISCARDING
+                self.transport.abort()  # mid-handshake: nothing to end politely
+            else:
+                self.mode = CLOSING
+                self.send(b"</stream:stream>")
+                self.shutdown_timer = asyncio.get_running_loop().call_later(
+                    SSL_SHUTDOWN_TIMEOUT, self._shutdown_timed_out
+                )
+                self._shutdown_step()
+        except (OSError, RuntimeError, ssl.SSLError):
             self.transport.abort()
 
 
