@@ -13,9 +13,18 @@ from minimix.storage.database import StorageError
 from tests.e2e.account_join_helpers import mam_query, stanza_ids
 from tests.e2e.muc_helpers import Recorder, body, close, create, join, send_groupchat
 from tests.e2e.muc_helpers import client as muc_client
-from tests.support import running_server
+from tests.support import Client, Running, running_server
 
 ROOM = "batch@conference.localhost"
+
+
+async def owner_and_ann(srv: Running) -> tuple[Client, Recorder, Client, Recorder]:
+    """The room's owner (one client) and ann (one client), both in the room."""
+    owner, ro = await muc_client(srv, "owner", "desk")
+    await create(owner, ro, ROOM, "owner")
+    ann, ra = await muc_client(srv, "ann", "phone")
+    await join(ann, ra, ROOM, "ann")
+    return owner, ro, ann, ra
 
 
 async def test_one_transaction_for_every_account_and_delivery_after_it(
@@ -81,10 +90,7 @@ async def test_what_could_not_be_stored_is_not_delivered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_server(tmp_path) as srv:
-        owner, ro = await muc_client(srv, "owner", "desk")
-        await create(owner, ro, ROOM, "owner")
-        ann, ra = await muc_client(srv, "ann", "phone")
-        await join(ann, ra, ROOM, "ann")
+        owner, ro, ann, ra = await owner_and_ann(srv)
         archive = srv.server.archive
         store_rows = archive.store_rows
 
@@ -109,10 +115,7 @@ async def test_what_is_not_stored_waits_behind_what_is_being_stored(
     """A chat state (delivered, never archived) sent right after a message reaches every client
     after that message, and waits for no transaction of its own."""
     async with running_server(tmp_path) as srv:
-        owner, ro = await muc_client(srv, "owner", "desk")
-        await create(owner, ro, ROOM, "owner")
-        ann, ra = await muc_client(srv, "ann", "phone")
-        await join(ann, ra, ROOM, "ann")
+        owner, ro, ann, ra = await owner_and_ann(srv)
         ann2, ra2 = await muc_client(srv, "ann", "laptop")
         await join(ann2, ra2, ROOM, "ann")
         archive = srv.server.archive

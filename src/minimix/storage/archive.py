@@ -425,11 +425,7 @@ class ArchiveStore:
     def _expire_all(self, older_than: float) -> int:
         db = self.db
         n = db.execute("DELETE FROM archive WHERE stamp < ? AND archive != ''", (older_than,))
-        held = db.fetchone(
-            "SELECT COUNT(*) FROM archive a JOIN archive_spans r ON r.with_jid=a.with_jid "
-            "AND a.seq BETWEEN r.first_seq AND r.last_seq WHERE a.archive='' AND a.stamp < ?",
-            (older_than,),
-        )
+        held = db.fetchone(f"SELECT COUNT(*) FROM {_SPANNED} WHERE a.stamp < ?", (older_than,))
         n += int(held[0]) if held else 0
         db.execute("DELETE FROM archive WHERE archive='' AND stamp < ?", (older_than,))
         # Spans over nothing any more go (a growing one stays: it holds what comes).
